@@ -28,6 +28,11 @@ class DatasetSpec(_Strict):
     image_dir: str | None = Field(
         default=None, description="folder of visuals, relative to the data root"
     )
+    root: Hook | None = Field(
+        default=None,
+        description="hook fn(task_name, options) -> Path giving this task's own data root "
+        "(built-in data such as the synthetic world); --data-root is then ignored",
+    )
 
     @field_validator("optional")
     @classmethod

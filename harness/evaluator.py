@@ -174,6 +174,9 @@ def evaluate(
             )
             reused[task.name] = len(outputs)
             pending = [r for r in requests if r.doc_id not in outputs]
+            sort_key = getattr(model, "sort_key", None)
+            if sort_key is not None:
+                pending.sort(key=sort_key)  # stable: ties keep document order
             generated[task.name] = len(pending)
             with progress_bar(f"{task.name}", len(pending), config.show_progress) as advance:
                 for batch in _batches(pending, max(1, config.batch_size)):

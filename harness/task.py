@@ -172,11 +172,19 @@ class Task:
     def options(self) -> dict[str, Any]:
         return dict(self.config.options)
 
+    def data_root(self, data_root: Path | None) -> Path | None:
+        """The root this task reads from: its own (``dataset.root`` hook) or the run's."""
+        hook = self.config.dataset.root
+        if hook is None:
+            return data_root
+        return Path(self._hook("dataset.root", hook)(self.name, self.options))
+
     def resolve_files(
         self, data_root: Path | None, overrides: Mapping[str, str | Path] | None = None
     ) -> dict[str, Path | None]:
         """Find every data file role; a role named in ``overrides`` uses that path."""
         spec = self.config.dataset
+        data_root = self.data_root(data_root)
         overrides = dict(overrides or {})
         unknown = sorted(set(overrides) - set(spec.files))
         if unknown:
@@ -231,6 +239,7 @@ class Task:
     def image_root(self, data_root: Path | None) -> Path | None:
         """The visuals folder: ``image_dir`` under the data root, or up to 3 folders down."""
         sub = self.config.dataset.image_dir
+        data_root = self.data_root(data_root)
         if data_root is None or not sub:
             return data_root
         return find_data_dir(sub, data_root)
