@@ -1,4 +1,4 @@
-"""The ``harness`` command line: tasks, score, runs, leaderboard, gate, export.
+"""The ``harness`` command line: run, tasks, score, runs, leaderboard, gate, export.
 
 Each sub-command is a thin layer over the library: parse flags, call one
 function, print a table (rich) or JSON. A :class:`~harness.errors.HarnessError`
@@ -416,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tasks", help="list every task and group with its data files and metrics")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_tasks)
+
+    from harness.cli_models import add_model_parsers
+
+    add_model_parsers(sub, _add_judge_flags)
 
     p = sub.add_parser("score", help="score saved model outputs offline")
     p.add_argument("task", help="task, group or tag (e.g. pope, mme, gqa_testdev)")

@@ -110,7 +110,7 @@ def evaluate(
     model: VisionLanguageModel,
     store: ResultsStore | None,
     config: EvalConfig | None = None,
-    judge: Judge | None = None,
+    judge: Judge | Mapping[str, Judge] | None = None,
 ) -> EvalResult:
     """Run ``model`` on tasks (names, groups or tags), storing outputs and scores as they come."""
     config = config or EvalConfig()
@@ -190,7 +190,8 @@ def evaluate(
                         store.put_outputs(fingerprint, task.name, task_hash, gen_hash, rows)
                     outputs.update({r.doc_id: t for r, t in zip(batch, texts, strict=True)})
                     advance(len(batch))
-            score = score_outputs(task, docs, outputs, judge=judge, n_boot=config.n_boot)
+            task_judge = judge.get(task.name) if isinstance(judge, Mapping) else judge
+            score = score_outputs(task, docs, outputs, judge=task_judge, n_boot=config.n_boot)
             seconds[task.name] = time.perf_counter() - start
             if store is not None:
                 store.put_task_score(

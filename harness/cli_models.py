@@ -1,0 +1,264 @@
+"""The commands that touch models: ``run``, ``models``, ``train``, ``toy-data``.
+
+``run`` loads a model adapter, evaluates it on tasks, stores and prints the
+results. Kept apart from :mod:`harness.cli` because these commands import
+torch; their flags are added to the main parser by :func:`add_model_parsers`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from harness.errors import HarnessError
+
+PLAIN_PRECISIONS = {"fp16": "fp16", "bf16": "bf16", "fp32": "fp32"}
+DTYPE_LABELS = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}
+
+
+def _json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _gen_overrides(items: list[str] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HarnessError(f"--gen {item!r}: expected KEY=VALUE (e.g. --gen max_new_tokens=16)")
+        out[key.strip()] = _json_value(value.strip())
+    return out
+
+
+def _precision(quant: str | None, dtype: str | None) -> str:
+    """The dtype to load in and the precision label recorded with the run."""
+    if quant is None:
+        return dtype or "auto"
+    if quant in PLAIN_PRECISIONS:
+        if dtype not in (None, "auto") and dtype != quant:
+            raise HarnessError(f"--quant {quant} conflicts with --dtype {dtype}")
+        return quant
+    raise HarnessError(
+        f"--quant {quant}: unknown recipe; this build supports {', '.join(PLAIN_PRECISIONS)}"
+    )
+
+
+def _results_table(result: Any, model: Any, precision: str) -> Table:
+    table = Table(title=f"{model.name} @ {precision}")
+    for col, justify in (
+        ("task", "left"),
+        ("metric", "left"),
+        ("value", "right"),
+        ("95% CI", "right"),
+        ("n", "right"),
+        ("generated", "right"),
+        ("reused", "right"),
+        ("samples/s", "right"),
+    ):
+        table.add_column(col, justify=justify)
+    from harness.cli import _fmt
+
+    for name, score in result.scores.items():
+        lo, hi = score.ci.get(score.primary, (None, None))
+        value = score.metrics.get(score.primary)
+        seconds = result.seconds.get(name, 0.0)
+        generated = result.generated.get(name, 0)
+        rate = f"{generated / seconds:.1f}" if generated and seconds > 0 else "-"
+        table.add_row(
+            name,
+            score.primary,
+            _fmt(value),
+            f"{_fmt(lo)} - {_fmt(hi)}" if lo is not None else "-",
+            str(score.n),
+            str(generated),
+            str(result.reused.get(name, 0)),
+            rate,
+        )
+        judged = score.extra.get("judge_needed")
+        if judged:
+            table.add_row(
+                "", f"[yellow]needs a judge ({judged} samples)[/]", "", "", "", "", "", ""
+            )
+    for group, metrics in result.groups.items():
+        for metric, value in metrics.items():
+            table.add_row(f"[bold]{group}[/]", metric, _fmt(value), "", "", "", "", "")
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.cli import _kv_list, _make_judges, _open_store, console, err_console
+    from harness.evaluator import EvalConfig, evaluate
+    from harness.models.loading import load_model
+    from harness.registry import default_registry
+    from harness.task import get_task
+
+    registry = default_registry()
+    names = registry.expand(args.tasks)
+    tasks = [get_task(n) for n in names]
+    data_files: dict[str, dict[str, str]] = {}
+    for item in args.data_file or []:
+        task, sep, rest = item.partition(":")
+        if not sep or task not in names:
+            raise HarnessError(
+                f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of {names}"
+            )
+        data_files.setdefault(task, {}).update(_kv_list([rest], "--data-file"))
+    dtype = _precision(args.quant, args.dtype)
+    options: dict[str, Any] = {}
+    if args.num_frames is not None:
+        options["num_frames"] = args.num_frames
+    start = time.perf_counter()
+    model = load_model(
+        args.model,
+        model_path=args.model_path,
+        adapter=args.adapter,
+        device=args.device,
+        dtype=dtype,
+        options=options,
+    )
+    load_seconds = time.perf_counter() - start
+    precision = args.quant or DTYPE_LABELS.get(
+        str(model.model.dtype).removeprefix("torch."), "fp32"
+    )
+    store = None if args.no_db else _open_store(args)
+    judges = _make_judges(args, tasks, store)
+    config = EvalConfig(
+        data_root=args.data_root,
+        data_files=data_files,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        gen_overrides=_gen_overrides(args.gen),
+        n_boot=args.bootstrap,
+        precision=precision,
+        model_path=str(args.model_path or ""),
+        command=" ".join(["harness", *sys.argv[1:]]),
+        log_samples=args.log_samples,
+    )
+    err_console.print(
+        f"loaded {model.name} ({model.family}) on {model.device} in {load_seconds:.1f}s",
+        highlight=False,
+    )
+    result = evaluate(names if len(names) > 1 else args.tasks, model, store, config, judges)
+    errors = getattr(model, "visual_errors", {})
+    if args.json:
+        flat: dict[str, Any] = {}
+        for score in result.scores.values():
+            flat.update(score.flat())
+        for group, metrics in result.groups.items():
+            flat.update({f"{group}/{k}": v for k, v in metrics.items()})
+        print(json.dumps(flat, indent=2, sort_keys=True))
+    else:
+        console.print(_results_table(result, model, precision))
+    if errors:
+        shown = "\n  ".join(f"{k}: {v}" for k, v in list(errors.items())[:5])
+        err_console.print(
+            f"[yellow]{len(errors)} samples had unreadable visuals (scored as empty answers):[/]"
+            f"\n  {shown}",
+            highlight=False,
+        )
+    if store is not None:
+        err_console.print(f"stored as run {result.run_id} in {store.path}", highlight=False)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from harness.cli import console
+    from harness.models.registry import ENTRIES
+
+    if args.json:
+        print(json.dumps([e.__dict__ for e in ENTRIES], indent=2, default=str))
+        return 0
+    table = Table(title=f"{len(ENTRIES)} models")
+    for col in ("model", "adapter", "family", "template", "weights", "description"):
+        table.add_column(col, overflow="fold")
+    for e in ENTRIES:
+        table.add_row(
+            e.name, e.adapter, e.family, e.template or "(processor)", e.source, e.description
+        )
+    console.print(table)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from harness.cli import err_console
+    from harness.trainers.recipes import RECIPES
+
+    try:
+        recipe = RECIPES[args.recipe]
+    except KeyError:
+        raise HarnessError(
+            f"harness train {args.recipe}: unknown recipe; known: {', '.join(sorted(RECIPES))}"
+        ) from None
+    stats = recipe(Path(args.out), seed=args.seed, log=err_console.print)
+    print(json.dumps(stats, indent=2, default=str))
+    return 0
+
+
+def cmd_toy_data(args: argparse.Namespace) -> int:
+    from harness.cli import err_console
+    from harness.tasks.toy.data import generate_world
+
+    start = time.perf_counter()
+    out = generate_world(Path(args.out))
+    err_console.print(f"wrote the synthetic world to {out} in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
+    p = sub.add_parser("models", help="list the model registry")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_models)
+
+    p = sub.add_parser("train", help="re-create a project-trained model (e.g. toy-llava)")
+    p.add_argument("recipe", help="recipe name (toy-llava)")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("toy-data", help="write the synthetic world's mini benchmarks to a folder")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_toy_data)
+
+    _add_run_parser(sub, add_judge_flags)
+
+
+def _add_run_parser(sub: Any, add_judge_flags: Any) -> None:
+    p = sub.add_parser("run", help="evaluate a model on tasks and store the results")
+    p.add_argument("--model", required=True, help="registry name (see `harness models`)")
+    p.add_argument("--tasks", required=True, help="comma list of tasks, groups or tags")
+    p.add_argument("--model-path", type=Path, help="local weights folder for --model's adapter")
+    p.add_argument("--adapter", help="override the registry's adapter (llava, vila, qwen_vl, ...)")
+    p.add_argument(
+        "--quant",
+        help="precision or quant recipe (fp16, bf16, fp32); recorded as the run's precision",
+    )
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp16, bf16, fp32"
+    )
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--limit", type=int, help="first N documents of each task")
+    p.add_argument("--num-frames", type=int, help="frames sampled per video (default per model)")
+    p.add_argument("--data-root", type=Path, help="folder holding the benchmarks' official files")
+    p.add_argument(
+        "--data-file", action="append", metavar="TASK:ROLE=PATH", help="override one data file"
+    )
+    p.add_argument(
+        "--gen", action="append", metavar="KEY=VALUE", help="override a generation kwarg"
+    )
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no CI)")
+    p.add_argument("--db", help="results DB (env HARNESS_DB; default harness-results.db)")
+    p.add_argument("--no-db", action="store_true", help="do not store anything")
+    p.add_argument("--log-samples", type=Path, help="write per-sample JSON lines into this folder")
+    p.add_argument("--json", action="store_true", help="print one flat JSON object")
+    add_judge_flags(p)
+    p.set_defaults(fn=cmd_run)
