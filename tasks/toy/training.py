@@ -1,0 +1,223 @@
+"""Training samples from the toy world, prompted exactly as the ``*-toy`` tasks prompt.
+
+Each call writes fresh mini benchmarks with the same writers as the evaluation
+world, but from the *training* part of the scene space (see
+:func:`harness.tasks.toy.world.is_heldout`), into a scratch folder; reads them
+back through the real task loaders; and renders every prompt with the toy task
+itself (``Task.prompt``) and every visual with the task's own visuals and the
+harness image / video readers. So a training prompt is, character for
+character, what the evaluation sends for an equivalent document, and a
+training answer is what the task's extractor and scorer count as right.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from harness.models.images import load_image
+from harness.models.video import is_video, sample_frames
+from harness.task import Doc, Task, get_task
+
+from .benchmarks import LEXICON, WRITERS
+from .data import benchmark_of
+from .world import sample_motion, sample_scene, sample_sign, write_video
+
+STAGES = ("align", "instruct")
+IMAGE_CAPTION_PROMPT = "Describe the image briefly."
+VIDEO_CAPTION_PROMPT = "Describe the video briefly."
+
+# kind -> the toy tasks that render its prompts
+KIND_TASKS: dict[str, tuple[str, ...]] = {
+    "pope": ("pope_random-toy", "pope_popular-toy", "pope_adversarial-toy"),
+    "gqa": ("gqa-toy",),
+    "vqav2": ("vqav2-toy",),
+    "textvqa": ("textvqa-toy", "textvqa_noocr-toy"),
+    "scienceqa": ("scienceqa-toy",),
+    "mme": ("mme-toy",),
+    "mmbench": ("mmbench-toy",),
+    "video": ("vcg_generic-toy", "vcg_temporal-toy", "vcg_consistency-toy"),
+    "quilt": ("quilt-toy",),
+}
+TOY_TASKS: tuple[str, ...] = tuple(t for tasks in KIND_TASKS.values() for t in tasks)
+# Share of each kind in the "instruct" stage.
+INSTRUCT_MIX: dict[str, float] = {
+    "caption": 0.08,
+    "pope": 0.12,
+    "gqa": 0.14,
+    "vqav2": 0.14,
+    "textvqa": 0.10,
+    "scienceqa": 0.08,
+    "mme": 0.10,
+    "mmbench": 0.08,
+    "video": 0.10,
+    "quilt": 0.06,
+}
+# "align" captions: scenes of shapes, signs, videos.
+CAPTION_MIX: dict[str, float] = {"scene": 0.7, "sign": 0.2, "video": 0.1}
+# Documents the loader yields per unit of the writer's n_docs (MME: 5 categories).
+_DOCS_PER_N = {"mme": 5}
+
+
+@dataclass
+class TrainingSample:
+    images: list[Image.Image]  # 1 image, or the frames of a video (len == frames)
+    prompt: str  # user text exactly as the toy task renders it for the model
+    answer: str  # the target the task's scorer counts as correct
+    kind: str  # pope, gqa, vqav2, textvqa, scienceqa, mme, mmbench, video, quilt, caption
+
+
+def answer_of(task: Task, doc: Doc) -> str:
+    """The reply the task scores as right: its target, the majority of human answers for
+    VQA-style lists, lower-case yes/no for MME's Yes/No."""
+    target = task.target(doc)
+    if isinstance(target, list):
+        target = Counter(target).most_common(1)[0][0]
+    text = str(target)
+    return text.lower() if text in ("Yes", "No") else text
+
+
+def local_task(name: str) -> Task:
+    """The toy task reading from a folder given to ``load_docs`` (its root hook removed)."""
+    task = get_task(name)
+    dataset = task.config.dataset.model_copy(update={"root": None})
+    return Task(task.config.model_copy(update={"dataset": dataset}), task.source)
+
+
+def _visuals(task: Task, doc: Doc, root: Path, frames: int) -> list[Image.Image]:
+    images: list[Image.Image] = []
+    for item in task.visuals(doc, root):
+        if is_video(item):
+            images.extend(sample_frames(item, frames))
+        else:
+            images.append(load_image(item))
+    return images
+
+
+def _benchmark_samples(
+    bench: str,
+    wanted: dict[str, int],
+    rng: random.Random,
+    scratch: Path,
+    frames: int,
+    kind: str,
+    with_visuals: bool = True,
+) -> list[TrainingSample]:
+    """Write one training mini benchmark big enough for every task in ``wanted`` and draw
+    that many documents of each task from it."""
+    folder = scratch / bench
+    n_docs = math.ceil(max(wanted.values()) / _DOCS_PER_N.get(bench, 1))
+    WRITERS[bench](folder, random.Random(f"train:{bench}:{rng.random()}"), False, n_docs)
+    out = []
+    for name, count in wanted.items():
+        task = local_task(name)
+        docs, _ = task.load_docs(folder)
+        for doc in rng.sample(docs, min(count, len(docs))):
+            images = _visuals(task, doc, folder, frames) if with_visuals else []
+            out.append(TrainingSample(images, task.prompt(doc), answer_of(task, doc), kind))
+    return out
+
+
+def _caption_samples(
+    n: int, rng: random.Random, scratch: Path, frames: int, with_visuals: bool = True
+) -> list[TrainingSample]:
+    out = []
+    picks = rng.choices(list(CAPTION_MIX), weights=list(CAPTION_MIX.values()), k=n)
+    for i, pick in enumerate(picks):
+        if pick == "video":
+            motion = sample_motion(rng, heldout=False)
+            images: list[Image.Image] = []
+            if with_visuals:
+                path = scratch / "captions" / f"video_{i}.mp4"
+                write_video(motion.frames(), path)
+                images = sample_frames(path, frames)
+            out.append(TrainingSample(images, VIDEO_CAPTION_PROMPT, motion.caption(), "caption"))
+            continue
+        picture = sample_scene(rng, False) if pick == "scene" else sample_sign(rng, False)
+        images = [picture.render()] if with_visuals else []
+        out.append(TrainingSample(images, IMAGE_CAPTION_PROMPT, picture.caption(), "caption"))
+    return out
+
+
+def _samples(
+    stage: str, n: int, seed: int, frames: int, with_visuals: bool
+) -> list[TrainingSample]:
+    if stage not in STAGES:
+        raise ValueError(f"stage should be one of {STAGES}, got {stage!r}")
+    if n < 0 or frames < 1:
+        raise ValueError("n must be >= 0 and frames >= 1")
+    rng = random.Random(f"train:{stage}:{seed}")
+    if stage == "align":
+        counts = Counter({"caption": n})
+    else:
+        counts = Counter(rng.choices(list(INSTRUCT_MIX), weights=list(INSTRUCT_MIX.values()), k=n))
+    samples: list[TrainingSample] = []
+    with tempfile.TemporaryDirectory(prefix="toy-train-") as tmp:
+        scratch = Path(tmp)
+        for kind in sorted(counts):
+            count = counts[kind]
+            if kind == "caption":
+                samples += _caption_samples(count, rng, scratch, frames, with_visuals)
+                continue
+            tasks = KIND_TASKS[kind]
+            per_task = Counter(rng.choices(tasks, k=count))
+            by_bench: dict[str, dict[str, int]] = {}
+            for name in tasks:
+                if per_task[name]:
+                    by_bench.setdefault(benchmark_of(name), {})[name] = per_task[name]
+            for bench, wanted in by_bench.items():
+                samples += _benchmark_samples(
+                    bench, wanted, rng, scratch, frames, kind, with_visuals
+                )
+    rng.shuffle(samples)
+    return samples
+
+
+def training_samples(stage: str, n: int, seed: int, frames: int = 4) -> list[TrainingSample]:
+    """``n`` samples of a training stage, deterministic in ``(stage, n, seed, frames)``.
+
+    ``align``: captions of scenes, signs and videos ("Describe the image briefly." ->
+    "a red circle at the top left and a blue star at the bottom right"). ``instruct``:
+    every toy task kind (:data:`INSTRUCT_MIX`), prompts rendered by the toy tasks, plus
+    some captions. Videos give ``frames`` frames sampled as the harness samples them.
+    No scene of the evaluation world can occur (disjoint hash buckets).
+    """
+    return _samples(stage, n, seed, frames, with_visuals=True)
+
+
+VOCAB_SEED = 7
+VOCAB_SAMPLES = 2000
+
+
+def vocabulary_texts() -> Iterator[str]:
+    """Every string the model reads or writes on the toy tasks and training data, once
+    each: the word lists (also followed by ``?``, ``,`` and ``.``), all evaluation prompts
+    and answers (the world is generated if needed), and the prompts and answers of a large
+    training draw of both stages (which covers every question template)."""
+    seen: set[str] = set()
+
+    def fresh(texts: Any) -> Iterator[str]:
+        for text in texts:
+            if text not in seen:
+                seen.add(text)
+                yield text
+
+    yield from fresh([IMAGE_CAPTION_PROMPT, VIDEO_CAPTION_PROMPT, *LEXICON])
+    # slot words also appear glued to punctuation ("cat?", "red,", "left.")
+    yield from fresh([word + mark for word in LEXICON for mark in "?,."])
+    for name in TOY_TASKS:
+        task = get_task(name)
+        docs, _ = task.load_docs(None)
+        for doc in docs:
+            yield from fresh([task.prompt(doc), answer_of(task, doc)])
+    for stage in STAGES:
+        for sample in _samples(stage, VOCAB_SAMPLES, VOCAB_SEED, 1, with_visuals=False):
+            yield from fresh([sample.prompt, sample.answer])
