@@ -130,6 +130,9 @@ class HFAdapter:
         self.info: dict[str, Any] = dict(info or {})
         # doc_id -> message for requests whose visuals could not be read.
         self.visual_errors: dict[str, str] = {}
+        # Generation appends to the right, so prompts must be padded on the left.
+        if hasattr(self.tokenizer, "padding_side"):
+            self.tokenizer.padding_side = "left"
 
     # -- identity ----------------------------------------------------------------
     def fingerprint(self) -> str:

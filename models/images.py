@@ -32,7 +32,7 @@ def expand_to_square(img: Image.Image, mean: Sequence[float]) -> Image.Image:
     width, height = img.size
     if width == height:
         return img
-    fill = tuple(int(round(m * 255)) for m in mean)
+    fill = tuple(int(m * 255) for m in mean)  # truncated, as LLaVA does
     side = max(width, height)
     out = Image.new(img.mode, (side, side), fill)
     out.paste(img, ((side - width) // 2, (side - height) // 2))
