@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from harness.evaluator import EvalConfig, evaluate
-from harness.models.chat import get_template
 from harness.models.images import expand_to_square, load_image
 from harness.models.loading import load_model
 from harness.registry import default_registry
@@ -48,7 +47,7 @@ def requests_for(task_names: list[str], family: str, limit: int | None) -> list:
 def plain_loop(model, requests) -> float:
     """The hand-written baseline: one ``generate`` call per sample."""
     hf, processor = model.model, model.processor
-    template = get_template(model.template_name)
+    template = model.template
     mean = processor.image_processor.image_mean
     start = time.perf_counter()
     for r in requests:

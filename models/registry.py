@@ -161,10 +161,11 @@ ENTRIES: list[ModelEntry] = [
         "vlm-rlaif-7b",
         "video_llava_original",
         "SNUMPR/vlm_rlaif_video_llava_7b",
-        "video_llava",
+        "llava",
         "vicuna_v1",
-        {"num_frames": 8},
-        "VLM-RLAIF 7B (Video-LLaVA architecture, original layout, converted at load)",
+        {"num_frames": 50, "vision_tower": "openai/clip-vit-large-patch14-336"},
+        "VLM-RLAIF 7B (LLaVA-1.5 layout + CLIP tower; 50 frames pooled over time and space, "
+        "as its evaluation scripts do)",
     ),
 ]
 REGISTRY: dict[str, ModelEntry] = {e.name: e for e in ENTRIES}

@@ -1,0 +1,290 @@
+"""Video-LLaVA (transformers layout) and VLM-RLAIF (original LLaVA repository layout).
+
+``load``: ``VideoLlavaForConditionalGeneration`` + ``VideoLlavaProcessor``
+(llava-hf conversions such as ``LanguageBind/Video-LLaVA-7B-hf``). The prompt
+is the registry template with one ``<video>`` (or ``<image>``) line per
+visual; a video is ``num_frames`` (default 8) frames at
+``linspace(0, n-1, num_frames)``, resized to short side 224, centre-cropped,
+CLIP-normalised by the processor; frames are never flipped.
+
+``load_original``: checkpoints saved by the LLaVA code base
+(``LlavaLlamaForCausalLM``), converted to ``LlavaForConditionalGeneration``
+in memory by :func:`harness.models.convert_llava.convert_original`. This is
+what VLM-RLAIF (``SNUMPR/vlm_rlaif_video_llava_7b``) ships, despite its name:
+its code (github.com/yonseivnl/vlm-rlaif, ``llava/model/llava_arch.py``) is
+LLaVA ``6cea223`` with the CLIP tower named by ``mm_vision_tower``, not
+Video-LLaVA's LanguageBind towers. A video is a stack of frames, each
+processed like a LLaVA image (``image_aspect_ratio`` "pad": pad to square
+with the mean colour, then the CLIP processor), encoded by the tower +
+projector, then pooled Video-ChatGPT style (``get_spatio_temporal_features``):
+T temporal tokens (mean over the patches of each frame) followed by S
+spatial tokens (mean over the frames of each patch), spliced in at the
+single ``<image>`` placeholder. VLM-RLAIF's evaluation scripts sample 50
+frames (``--num_frames 50``); an image is one frame, not pooled.
+
+Checkpoints in the original Video-LLaVA layout (``mm_image_tower`` /
+``mm_video_tower``: LanguageBind towers) are refused with a pointer to the
+``-hf`` conversion.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import HarnessError
+from harness.models.chat import get_template
+from harness.models.hf_adapter import HFAdapter, fingerprint_files
+from harness.models.images import expand_to_square, load_image
+from harness.models.registry import ModelEntry
+from harness.models.video import is_video, sample_frames
+from harness.requests import Request
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FRAMES = 8
+IMAGE = "<image>"
+VIDEO = "<video>"
+
+
+def load_media(request: Request, num_frames: int) -> list[tuple[str, Any]]:
+    """("video", [frames]) or ("image", PIL image) per visual; DataFileError when unreadable."""
+    items: list[tuple[str, Any]] = []
+    for visual in request.visuals:
+        if is_video(visual):
+            items.append(("video", sample_frames(visual, num_frames)))
+        else:
+            items.append(("image", load_image(visual)))
+    return items
+
+
+def _check_left_padded(enc: Mapping[str, Any], name: str) -> None:
+    mask = enc["attention_mask"]
+    if bool((mask[:, -1] == 0).any()):
+        raise HarnessError(f"model {name}: the tokenizer padded on the right")
+
+
+# --------------------------------------------------------------------------------------
+# Video-LLaVA, transformers layout
+# --------------------------------------------------------------------------------------
+class VideoLlavaAdapter(HFAdapter):
+    family = "video_llava"
+
+    def __init__(
+        self, *args: Any, template: str = "vicuna_v1", num_frames: int = DEFAULT_FRAMES, **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.template = get_template(template)
+        self.num_frames = int(num_frames)
+        self.tokenizer.padding_side = "left"
+
+    def load_visuals(self, request: Request) -> list[tuple[str, Any]]:
+        return load_media(request, self.num_frames)
+
+    def prompt(self, request: Request, visuals: Sequence[tuple[str, Any]]) -> str:
+        media = [VIDEO if kind == "video" else IMAGE for kind, _ in visuals]
+        return self.template.prompt(request.prompt, media)
+
+    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+        texts = [self.prompt(r, v) for r, v in zip(requests, visuals, strict=True)]
+        images = [item for v in visuals for kind, item in v if kind == "image"]
+        videos = [item for v in visuals for kind, item in v if kind == "video"]
+        kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+        self.tokenizer.padding_side = "left"
+        enc = dict(self.processor(text=texts, **kwargs))
+        _check_left_padded(enc, self.name)
+        return enc
+
+
+def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> VideoLlavaAdapter:
+    from transformers import VideoLlavaForConditionalGeneration, VideoLlavaProcessor
+
+    path = Path(path)
+    config = _read_config(path)
+    if config.get("model_type") != "video_llava":
+        hint = (
+            " (original layout: use --adapter video_llava_original)" if _is_original(config) else ""
+        )
+        raise HarnessError(
+            f"model {entry.name}: {path}/config.json has model_type "
+            f"{config.get('model_type')!r}, expected 'video_llava'{hint}"
+        )
+    model = VideoLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+    processor = VideoLlavaProcessor.from_pretrained(path)
+    processor.tokenizer.padding_side = "left"
+    num_frames = int(entry.options.get("num_frames", DEFAULT_FRAMES))
+    template = entry.template or "vicuna_v1"
+    info = {
+        "adapter": "video_llava",
+        "template": template,
+        "num_frames": num_frames,
+        "frame_sampling": "linspace(0, n-1, num_frames), int-truncated, no flips",
+        "video_preprocess": _size_text(processor.video_processor),
+        "image_preprocess": _size_text(processor.image_processor),
+    }
+    return VideoLlavaAdapter(
+        entry.name,
+        model,
+        processor,
+        fingerprint=fingerprint_files(path),
+        device=device,
+        info=info,
+        template=template,
+        num_frames=num_frames,
+    )
+
+
+def _size_text(proc: Any) -> str:
+    size = dict(getattr(proc, "size", None) or {})
+    crop = dict(getattr(proc, "crop_size", None) or {})
+    size = {k: v for k, v in size.items() if v is not None}
+    crop = {k: v for k, v in crop.items() if v is not None}
+    return f"{type(proc).__name__} size={size} crop={crop}"
+
+
+# --------------------------------------------------------------------------------------
+# Original LLaVA repository layout (VLM-RLAIF) -> LlavaForConditionalGeneration
+# --------------------------------------------------------------------------------------
+def _read_config(path: Path) -> dict[str, Any]:
+    file = Path(path) / "config.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise HarnessError(f"{file}: cannot read the model config: {exc}") from exc
+
+
+def _is_original(config: Mapping[str, Any]) -> bool:
+    return any(k in config for k in ("mm_vision_tower", "mm_image_tower", "mm_video_tower"))
+
+
+class PooledVideoLlavaAdapter(HFAdapter):
+    """VLM-RLAIF: LLaVA + Video-ChatGPT-style temporal / spatial mean-pooled video tokens."""
+
+    family = "video_llava"
+
+    def __init__(
+        self,
+        *args: Any,
+        image_processor: Any,
+        template: str = "vicuna_v1",
+        num_frames: int = DEFAULT_FRAMES,
+        pad_to_square: bool = True,
+        **kw: Any,
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.image_processor = image_processor
+        self.template = get_template(template)
+        self.num_frames = int(num_frames)
+        self.pad_to_square = pad_to_square
+        self.tokenizer.padding_side = "left"
+
+    def load_visuals(self, request: Request) -> list[tuple[str, Any]]:
+        return load_media(request, self.num_frames)
+
+    def pixel_values(self, frames: Sequence[Any]) -> torch.Tensor:
+        if self.pad_to_square:
+            frames = [expand_to_square(f, self.image_processor.image_mean) for f in frames]
+        out = self.image_processor(images=list(frames), return_tensors="pt")
+        return out["pixel_values"]
+
+    def visual_tokens(self, kind: str, media: Any) -> torch.Tensor:
+        """(tokens, hidden) embeddings for one image or one video."""
+        frames = media if kind == "video" else [media]
+        pixels = self.pixel_values(frames).to(self.device, self.model.dtype)
+        cfg = self.model.config
+        out = self.model.model.get_image_features(
+            pixel_values=pixels,
+            vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        )
+        feats = torch.stack(list(out.pooler_output))  # (T, S, D)
+        if kind == "video":
+            return pool_video_features(feats)
+        return feats[0]
+
+    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        texts: list[str] = []
+        features: list[torch.Tensor] = []
+        for request, media in zip(requests, visuals, strict=True):
+            text = self.template.prompt(request.prompt, [IMAGE] * len(media))
+            head, *rest = text.split(IMAGE)
+            pieces = [head]
+            for (kind, item), tail in zip(media, rest, strict=True):
+                feats = self.visual_tokens(kind, item)
+                features.append(feats)
+                pieces.append(IMAGE * feats.shape[0] + tail)
+            texts.append("".join(pieces))
+        self.tokenizer.padding_side = "left"
+        enc: dict[str, Any] = dict(self.tokenizer(texts, padding=True, return_tensors="pt"))
+        enc.pop("token_type_ids", None)
+        _check_left_padded(enc, self.name)
+        if features:
+            enc["mm_encoder_outputs"] = {
+                "image": BaseModelOutputWithPooling(pooler_output=features)
+            }
+        return enc
+
+
+def pool_video_features(feats: torch.Tensor) -> torch.Tensor:
+    """(T, S, D) frame features -> (T + S, D): per-frame means, then per-patch means."""
+    if feats.dim() != 3:
+        raise ValueError(f"expected (frames, patches, hidden) features, got {tuple(feats.shape)}")
+    return torch.cat([feats.mean(dim=1), feats.mean(dim=0)], dim=0)
+
+
+def load_original(
+    entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype
+) -> PooledVideoLlavaAdapter:
+    from harness.models.convert_llava import convert_original
+
+    path = Path(path)
+    config = _read_config(path)
+    if "mm_image_tower" in config or "mm_video_tower" in config:
+        raise HarnessError(
+            f"model {entry.name}: {path} is in the original Video-LLaVA layout (LanguageBind "
+            "image/video towers), which is not converted here; use the transformers conversion "
+            "LanguageBind/Video-LLaVA-7B-hf with --adapter video_llava"
+        )
+    if config.get("mm_use_im_start_end"):
+        raise HarnessError(f"model {entry.name}: mm_use_im_start_end checkpoints are not supported")
+    converted = convert_original(
+        path, vision_tower=entry.options.get("vision_tower"), device=device, dtype=dtype
+    )
+    processor = converted.processor
+    num_frames = int(entry.options.get("num_frames", DEFAULT_FRAMES))
+    template = entry.template or "vicuna_v1"
+    aspect = entry.options.get("image_aspect", config.get("image_aspect_ratio") or "square")
+    info = {
+        **converted.info,
+        "adapter": "video_llava_original",
+        "template": template,
+        "num_frames": num_frames,
+        "frame_sampling": "linspace(0, n-1, num_frames), int-truncated",
+        "video_tokens": "temporal (mean over patches) + spatial (mean over frames)",
+        "image_aspect": aspect,
+        "image_preprocess": _size_text(processor.image_processor),
+    }
+    fingerprint = "+".join(fingerprint_files(Path(f)) for f in converted.folders)
+    return PooledVideoLlavaAdapter(
+        entry.name,
+        converted.model,
+        processor.tokenizer,
+        fingerprint=fingerprint,
+        device=device,
+        info=info,
+        image_processor=processor.image_processor,
+        template=template,
+        num_frames=num_frames,
+        pad_to_square=aspect == "pad",
+    )
