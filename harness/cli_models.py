@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,17 +40,13 @@ def _gen_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def _precision(quant: str | None, dtype: str | None) -> str:
-    """The dtype to load in and the precision label recorded with the run."""
-    if quant is None:
-        return dtype or "auto"
+def _load_dtype(quant: str | None, dtype: str | None) -> str:
+    """The dtype to load the model in: --quant fp16/bf16/fp32 fixes it, recipes use --dtype."""
     if quant in PLAIN_PRECISIONS:
         if dtype not in (None, "auto") and dtype != quant:
             raise HarnessError(f"--quant {quant} conflicts with --dtype {dtype}")
         return quant
-    raise HarnessError(
-        f"--quant {quant}: unknown recipe; this build supports {', '.join(PLAIN_PRECISIONS)}"
-    )
+    return dtype or "auto"
 
 
 def _results_table(result: Any, model: Any, precision: str) -> Table:
@@ -112,7 +109,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of {names}"
             )
         data_files.setdefault(task, {}).update(_kv_list([rest], "--data-file"))
-    dtype = _precision(args.quant, args.dtype)
+    recipe = None
+    if args.quant and args.quant not in PLAIN_PRECISIONS:
+        from harness.quantizers.runtime import parse_quant
+
+        recipe = parse_quant(args.quant)  # fail on a bad recipe before loading anything
+    dtype = _load_dtype(args.quant, args.dtype)
     options: dict[str, Any] = {}
     if args.num_frames is not None:
         options["num_frames"] = args.num_frames
@@ -126,6 +128,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         options=options,
     )
     load_seconds = time.perf_counter() - start
+    err_console.print(
+        f"loaded {model.name} ({model.family}) on {model.device} in {load_seconds:.1f}s",
+        highlight=False,
+    )
+    quant_recipe, quant_hash = None, ""
+    if recipe is not None:
+        from harness.quantizers.runtime import quantize_adapter
+
+        start = time.perf_counter()
+        cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
+        qmodel = quantize_adapter(model, args.quant, cache_dir=cache)
+        quant_recipe, quant_hash = qmodel.recipe, model.info["quant"]["hash"]
+        err_console.print(
+            f"quantized {len(qmodel.weights)} Linear layers with {args.quant} "
+            f"(cache {qmodel.stats.get('cache', 'off')}, {time.perf_counter() - start:.1f}s; "
+            f"{qmodel.stats['install']})",
+            highlight=False,
+        )
     precision = args.quant or DTYPE_LABELS.get(
         str(model.model.dtype).removeprefix("torch."), "fp32"
     )
@@ -139,13 +159,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         gen_overrides=_gen_overrides(args.gen),
         n_boot=args.bootstrap,
         precision=precision,
+        quant_recipe=quant_recipe,
+        quant_hash=quant_hash,
         model_path=str(args.model_path or ""),
         command=" ".join(["harness", *sys.argv[1:]]),
         log_samples=args.log_samples,
-    )
-    err_console.print(
-        f"loaded {model.name} ({model.family}) on {model.device} in {load_seconds:.1f}s",
-        highlight=False,
     )
     result = evaluate(names if len(names) > 1 else args.tasks, model, store, config, judges)
     errors = getattr(model, "visual_errors", {})
@@ -239,7 +257,13 @@ def _add_run_parser(sub: Any, add_judge_flags: Any) -> None:
     p.add_argument("--adapter", help="override the registry's adapter (llava, vila, qwen_vl, ...)")
     p.add_argument(
         "--quant",
-        help="precision or quant recipe (fp16, bf16, fp32); recorded as the run's precision",
+        help="fp16 / bf16 / fp32, or a quant recipe (rtn-w4g128, awq-w4g128, gptq-w4g128, "
+        "autoround-w4g128, awq-w3g128 ...); recorded as the run's precision",
+    )
+    p.add_argument(
+        "--quant-cache",
+        type=Path,
+        help="save searched scales/codes here and reuse them (env HARNESS_QUANT_CACHE)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(

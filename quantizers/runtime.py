@@ -1,0 +1,118 @@
+"""Wrap a loaded model adapter with a quantization recipe for evaluation.
+
+``quantize_adapter`` calibrates and quantizes the adapter's model (or loads the
+result from ``--quant-cache``), then installs it: 4-bit layers become
+:class:`~harness.kernels.linear.W4A16Linear` (Triton on GPU, the torch
+dequantize fallback on CPU), other bit widths get their dequantized weights
+written back. The recipe name and hash go into the adapter's fingerprint, so
+cached outputs of the FP16 model are never reused for the INT4 one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from harness.errors import HarnessError
+from harness.quantizers.apply import quantize_model
+from harness.quantizers.calibration import CalibrationError
+from harness.quantizers.recipe import QuantRecipe, RecipeError, parse_recipe
+from harness.quantizers.result import QuantizedModel
+
+PACK = 8  # AWQ GEMM packs 8 output columns per int32 word
+
+
+def parse_quant(name: str) -> QuantRecipe:
+    try:
+        return parse_recipe(name)
+    except RecipeError as exc:
+        raise HarnessError(f"--quant {name}: {exc}") from None
+
+
+def calibration_texts(adapter: Any) -> Sequence[str] | None:
+    """Text calibration source: the synthetic world's texts for toy models, else built-in."""
+    if adapter.info.get("calibration_texts") == "toy-world":
+        from harness.tasks.toy.training import vocabulary_texts
+
+        return sorted(set(vocabulary_texts()))
+    return None
+
+
+def fit_recipe(recipe: QuantRecipe, model: nn.Module) -> QuantRecipe:
+    """Clamp the calibration length to what the model's positions allow."""
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", config)
+    limit = getattr(text, "max_position_embeddings", None)
+    if limit and recipe.calib_seqlen > limit:
+        return recipe.with_options(calib_seqlen=int(limit))
+    return recipe
+
+
+def install(model: nn.Module, qmodel: QuantizedModel, backend: str = "auto") -> dict[str, int]:
+    """Put the quantized weights into ``model`` in place; returns counts per installation kind."""
+    from harness.kernels.linear import W4A16Linear
+
+    counts = {"w4a16": 0, "dequantized": 0}
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in qmodel.stats.get("modified_params", {}).items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+        for name, qw in qmodel.weights.items():
+            linear = model.get_submodule(name)
+            if tuple(linear.weight.shape) != qw.shape:
+                raise HarnessError(
+                    f"{name}: weight {tuple(linear.weight.shape)} vs quantized {qw.shape}"
+                )
+            if qw.bits == 4 and qw.shape[0] % PACK == 0:
+                bias = qw.bias if qw.bias is not None else linear.bias
+                new = W4A16Linear.from_quantized(
+                    qw,
+                    bias=None if bias is None else bias.detach().float(),
+                    dtype=linear.weight.dtype,
+                    backend=backend,
+                ).to(linear.weight.device)
+                parent_name, _, child = name.rpartition(".")
+                parent = model.get_submodule(parent_name) if parent_name else model
+                setattr(parent, child, new)
+                counts["w4a16"] += 1
+            else:
+                linear.weight.copy_(
+                    qw.dequantize(torch.float32).to(linear.weight.device, linear.weight.dtype)
+                )
+                if qw.bias is not None and linear.bias is not None:
+                    linear.bias.copy_(qw.bias.to(linear.bias.device, linear.bias.dtype))
+                counts["dequantized"] += 1
+    return counts
+
+
+def quantize_adapter(
+    adapter: Any,
+    recipe_name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    backend: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> QuantizedModel:
+    """Quantize ``adapter.model`` in place by recipe; the adapter's fingerprint then names it."""
+    recipe = fit_recipe(parse_quant(recipe_name), adapter.model)
+    weights_fingerprint = adapter.fingerprint()
+    try:
+        qmodel = quantize_model(
+            adapter.model,
+            recipe,
+            tokenizer=adapter.tokenizer,
+            texts=calibration_texts(adapter),
+            cache_dir=cache_dir,
+            fingerprint=weights_fingerprint,
+            log=log,
+        )
+    except CalibrationError as exc:
+        raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
+    qmodel.stats["install"] = install(adapter.model, qmodel, backend)
+    # The fitted recipe (calibration length clamped to the model) is what ran.
+    adapter.info["quant"] = {"recipe": recipe.name, "hash": recipe.hash()}
+    return qmodel

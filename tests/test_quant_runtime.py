@@ -1,0 +1,83 @@
+"""Quantized adapters: INT4 layers installed in place, fingerprints, cache reuse, recipe errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from harness.errors import HarnessError
+from harness.kernels.linear import W4A16Linear
+from harness.models.registry import ModelEntry, adapter_loader
+from harness.quantizers import apply_fake_quant, quantize_model
+from harness.quantizers.runtime import install, parse_quant, quantize_adapter
+from harness.requests import Request
+from tests.tiny_models import build_llava, write_image
+
+GEN = {"max_new_tokens": 6, "temperature": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qllava")
+    build_llava(root / "m", seed=1)
+    images = [write_image(root / f"i{i}.png", (16, 16), seed=i) for i in range(3)]
+    return root, images
+
+
+def load(root):
+    entry = ModelEntry("tiny", "llava", str(root / "m"), "llava", "llava_hf", {})
+    return adapter_loader("llava")(entry, root / "m", device="cpu", dtype=torch.float32)
+
+
+def requests(images):
+    return [
+        Request("t", str(i), "what is in the image ?", (str(p),), GEN) for i, p in enumerate(images)
+    ]
+
+
+def test_rtn_installs_w4a16_layers_and_changes_the_fingerprint(tiny):
+    root, images = tiny
+    fp = load(root)
+    q = load(root)
+    qmodel = quantize_adapter(q, "rtn-w4g32")
+    # q/k/v/o/gate/up are quantized; down_proj (in_features 37) is kept in 16 bit.
+    assert qmodel.stats["install"]["w4a16"] > 0
+    kinds = {type(m).__name__ for m in q.model.model.language_model.layers[0].modules()}
+    assert "W4A16Linear" in kinds
+    assert not any(isinstance(m, W4A16Linear) for m in q.model.model.vision_tower.modules())
+    assert q.fingerprint() != fp.fingerprint()
+    assert q.info["quant"]["recipe"] == "rtn-w4g32"
+    assert len(q.generate(requests(images))) == 3
+
+
+def test_installed_layers_compute_the_dequantized_weights(tiny):
+    root, _ = tiny
+    a = load(root)
+    qmodel = quantize_model(a.model, "rtn-w4g32")
+    ref = copy.deepcopy(a.model)
+    apply_fake_quant(ref, qmodel)
+    install(a.model, qmodel, backend="torch")
+    ids = torch.tensor([[1, 5, 6, 7, 8, 9]])
+    with torch.no_grad():
+        got = a.model(input_ids=ids).logits
+        want = ref(input_ids=ids).logits
+    # AWQ's on-disk layout keeps fp16 scales: the only difference from fake quant.
+    assert torch.allclose(got, want, atol=2e-3, rtol=1e-3), (got - want).abs().max()
+
+
+def test_quant_cache_reuses_the_search(tiny, tmp_path):
+    root, images = tiny
+    first = load(root)
+    s1 = quantize_adapter(first, "awq-w4g32-n4-s32", cache_dir=tmp_path)
+    second = load(root)
+    s2 = quantize_adapter(second, "awq-w4g32-n4-s32", cache_dir=tmp_path)
+    assert (s1.stats["cache"], s2.stats["cache"]) == ("miss", "hit")
+    assert first.fingerprint() == second.fingerprint()
+    assert first.generate(requests(images)) == second.generate(requests(images))
+
+
+def test_bad_recipe_names_the_flag():
+    with pytest.raises(HarnessError, match="--quant awq-w4"):
+        parse_quant("awq-w4")
