@@ -221,6 +221,44 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from harness.cli import err_console
+    from harness.models.loading import load_model
+    from harness.quantizers.checkpoint import CheckpointError, write_checkpoint
+    from harness.quantizers.runtime import compute_quantization, parse_quant
+
+    parse_quant(args.quant)  # fail on a bad recipe before loading anything
+    if args.format not in {"awq", "gptq", "compressed-tensors"}:
+        raise HarnessError(f"--format {args.format}: expected awq, gptq or compressed-tensors")
+    model = load_model(
+        args.model,
+        model_path=args.model_path,
+        adapter=args.adapter,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    start = time.perf_counter()
+    cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
+    qmodel = compute_quantization(model, args.quant, cache_dir=cache)
+    try:
+        out = write_checkpoint(
+            model.model,
+            qmodel,
+            model.processor,
+            Path(args.out),
+            args.format,
+            overwrite=args.overwrite,
+        )
+    except (CheckpointError, FileExistsError) as exc:
+        raise HarnessError(f"--out {args.out} --format {args.format}: {exc}") from exc
+    err_console.print(
+        f"wrote {len(qmodel.weights)} quantized Linear layers ({args.quant}, {args.format}) "
+        f"to {out} in {time.perf_counter() - start:.1f}s",
+        highlight=False,
+    )
+    return 0
+
+
 def cmd_toy_data(args: argparse.Namespace) -> int:
     from harness.cli import err_console
     from harness.tasks.toy.data import generate_world
@@ -241,6 +279,19 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("quantize", help="quantize a model and write a checkpoint other tools load")
+    p.add_argument("--model", required=True)
+    p.add_argument("--quant", required=True, help="recipe, e.g. awq-w4g128, gptq-w4g128-sym")
+    p.add_argument("--out", required=True, help="output model folder")
+    p.add_argument("--format", default="awq", help="awq, gptq or compressed-tensors")
+    p.add_argument("--model-path", type=Path)
+    p.add_argument("--adapter")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--quant-cache", type=Path, help="reuse searched scales/codes from here")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.set_defaults(fn=cmd_quantize)
 
     p = sub.add_parser("toy-data", help="write the synthetic world's mini benchmarks to a folder")
     p.add_argument("--out", required=True)

@@ -89,6 +89,29 @@ def install(model: nn.Module, qmodel: QuantizedModel, backend: str = "auto") -> 
     return counts
 
 
+def compute_quantization(
+    adapter: Any,
+    recipe_name: str,
+    *,
+    cache_dir: str | Path | None = None,
+    log: Callable[[str], None] | None = None,
+) -> QuantizedModel:
+    """Calibrate and quantize ``adapter.model`` (unchanged), or load the result from the cache."""
+    recipe = fit_recipe(parse_quant(recipe_name), adapter.model)
+    try:
+        return quantize_model(
+            adapter.model,
+            recipe,
+            tokenizer=adapter.tokenizer,
+            texts=calibration_texts(adapter),
+            cache_dir=cache_dir,
+            fingerprint=adapter.fingerprint(),
+            log=log,
+        )
+    except CalibrationError as exc:
+        raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
+
+
 def quantize_adapter(
     adapter: Any,
     recipe_name: str,
@@ -98,21 +121,9 @@ def quantize_adapter(
     log: Callable[[str], None] | None = None,
 ) -> QuantizedModel:
     """Quantize ``adapter.model`` in place by recipe; the adapter's fingerprint then names it."""
-    recipe = fit_recipe(parse_quant(recipe_name), adapter.model)
-    weights_fingerprint = adapter.fingerprint()
-    try:
-        qmodel = quantize_model(
-            adapter.model,
-            recipe,
-            tokenizer=adapter.tokenizer,
-            texts=calibration_texts(adapter),
-            cache_dir=cache_dir,
-            fingerprint=weights_fingerprint,
-            log=log,
-        )
-    except CalibrationError as exc:
-        raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
+    qmodel = compute_quantization(adapter, recipe_name, cache_dir=cache_dir, log=log)
     qmodel.stats["install"] = install(adapter.model, qmodel, backend)
     # The fitted recipe (calibration length clamped to the model) is what ran.
+    recipe = QuantRecipe.from_dict(qmodel.recipe)
     adapter.info["quant"] = {"recipe": recipe.name, "hash": recipe.hash()}
     return qmodel
