@@ -216,7 +216,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise HarnessError(
             f"harness train {args.recipe}: unknown recipe; known: {', '.join(sorted(RECIPES))}"
         ) from None
-    stats = recipe(Path(args.out), seed=args.seed, log=err_console.print)
+    def log(message: str) -> None:
+        err_console.print(message, markup=False, highlight=False)
+
+    stats = recipe(Path(args.out), seed=args.seed, log=log)
     print(json.dumps(stats, indent=2, default=str))
     return 0
 

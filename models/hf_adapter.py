@@ -38,9 +38,12 @@ HASH_SPAN = 1 << 20
 
 
 def resolve_device(device: str | None) -> str:
-    """``auto`` / None -> cuda when available, else cpu; anything else is passed through."""
+    """``auto`` / None -> cuda (``auto`` device map on several GPUs) or cpu; else passed through."""
     if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        if not torch.cuda.is_available():
+            return "cpu"
+        # Several GPUs: let accelerate spread the layers (device_map="auto").
+        return "auto" if torch.cuda.device_count() > 1 else "cuda"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise HarnessError(f"--device {device}: CUDA is not available on this machine")
     return device
@@ -49,7 +52,7 @@ def resolve_device(device: str | None) -> str:
 def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
     """``auto`` / None -> fp16 on GPU, fp32 on CPU."""
     if dtype in (None, "", "auto"):
-        return torch.float16 if device.startswith("cuda") else torch.float32
+        return torch.float32 if device == "cpu" else torch.float16
     try:
         return DTYPES[dtype]
     except KeyError:

@@ -92,6 +92,8 @@ def load_model(
         )
     path = resolve_weights(entry, model_path)
     where = resolve_device(device)
-    return adapter_loader(entry.adapter)(
+    adapter = adapter_loader(entry.adapter)(
         entry, path, device=where, dtype=resolve_dtype(dtype, where)
     )
+    adapter.entry = entry  # quantizers read registry options (e.g. calibration texts)
+    return adapter

@@ -54,7 +54,7 @@ ENTRIES: list[ModelEntry] = [
         BUILTIN + "toy-llava",
         "llava",
         "llava_hf",
-        {"image_aspect": "pad"},
+        {"image_aspect": "pad", "num_frames": 4, "calibration_texts": "toy-world"},
         "LLaVA-architecture model trained by `harness train` on the synthetic world (ships in the repo)",
     ),
     _llava(

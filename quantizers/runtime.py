@@ -35,7 +35,8 @@ def parse_quant(name: str) -> QuantRecipe:
 
 def calibration_texts(adapter: Any) -> Sequence[str] | None:
     """Text calibration source: the synthetic world's texts for toy models, else built-in."""
-    if adapter.info.get("calibration_texts") == "toy-world":
+    entry = getattr(adapter, "entry", None)
+    if entry is not None and entry.options.get("calibration_texts") == "toy-world":
         from harness.tasks.toy.training import vocabulary_texts
 
         return sorted(set(vocabulary_texts()))

@@ -1,1 +1,2 @@
-"""Trainers: LLaVA two-stage training, LoRA, token sparsification."""
+"""Trainers: LLaVA two-stage training (:mod:`.llava_stages`), tiny model construction
+(:mod:`.toy_model`) and recipes such as ``toy-llava`` (:mod:`.recipes`)."""

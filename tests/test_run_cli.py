@@ -1,0 +1,71 @@
+"""`harness run` end to end on the shipped default model and the synthetic world (CPU)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from harness.cli import main
+from harness.models.loading import WEIGHTS_DIR, load_model
+from harness.results.store import ResultsStore
+from harness.task import get_task
+
+pytestmark = pytest.mark.skipif(
+    not (WEIGHTS_DIR / "toy-llava" / "config.json").is_file(), reason="toy-llava not built"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def toy_world(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HARNESS_TOY_DIR", str(tmp_path_factory.mktemp("world")))
+    yield
+    mp.undo()
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert main(["run", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_default_model_meets_the_quality_bar_and_reuses_outputs(tmp_path, capsys):
+    db = str(tmp_path / "r.db")
+    args = ["--model", "toy-llava", "--tasks", "pope-toy,gqa-toy", "--db", db, "--bootstrap", "0"]
+    scores = run_json(capsys, *args, "--batch-size", "32")
+    # Held-out scenes; chance is 50 (POPE accuracy) and about 15 (GQA's best constant).
+    assert scores["pope-toy/f1"] >= 90, scores
+    assert scores["gqa-toy/accuracy"] >= 90, scores
+    for split in ("random", "popular", "adversarial"):
+        assert 35 <= scores[f"pope_{split}-toy/yes_ratio"] <= 65, scores
+
+    again = run_json(capsys, *args, "--batch-size", "8")
+    assert again == scores  # every output came from the DB
+    store = ResultsStore(db)
+    runs = store.runs()
+    assert len(runs) == 2 and {r["precision"] for r in runs} == {"fp32"}
+    store.close()
+
+
+def test_outputs_do_not_depend_on_batch_size():
+    torch.set_num_threads(2)
+    model = load_model("toy-llava", device="cpu")
+    task = get_task("vqav2-toy")
+    docs, _ = task.load_docs(None)
+    requests = task.build_requests(docs[:48], None, model.family)
+    one = [model.generate([r])[0] for r in requests]
+    batched = []
+    for i in range(0, len(requests), 16):
+        batched += model.generate(requests[i : i + 16])
+    assert one == batched
+    assert sum(o != "" for o in one) == len(one)
+
+
+def test_bad_flags_fail_before_loading(capsys):
+    assert main(["run", "--model", "nope", "--tasks", "gqa-toy", "--no-db"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    assert main(["run", "--model", "toy-llava", "--tasks", "gqa-toy", "--quant", "awq-w4"]) == 2
+    assert "--quant awq-w4" in capsys.readouterr().err
+    assert main(["run", "--model", "toy-llava", "--tasks", "gqa", "--no-db"]) == 2
+    assert "not found" in capsys.readouterr().err  # a real benchmark never runs on toy data

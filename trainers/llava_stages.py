@@ -1,0 +1,338 @@
+"""LLaVA's two-stage training loop for any ``LlavaForConditionalGeneration``.
+
+Stage 1 (feature alignment) trains on image-caption pairs, stage 2 (visual
+instruction tuning) on question/answer pairs; each stage has its own set of
+trainable parts, optimiser and schedule (:class:`StageConfig`).
+
+Data path, identical to inference so train and eval prompts match exactly:
+
+* the user text is wrapped by the model's chat template
+  (:meth:`harness.models.chat.ChatTemplate.training_pair`), one ``<image>``
+  placeholder per image (a video is its frames, one placeholder each);
+* the processor turns the prompt + images into ``input_ids`` (placeholders
+  expanded into the image tokens) and ``pixel_values``;
+* the completion ``" {answer}{eos}"`` is tokenised on its own and appended;
+  the loss is taken on the completion tokens only (prompt and padding are
+  labelled -100).
+
+Batches are padded on either side with position ids computed from the
+attention mask exactly as ``generate`` computes them, so the padding side does
+not change what the model sees.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from harness.models.chat import ChatTemplate
+
+IGNORE_INDEX = -100
+PARTS = ("vision", "projector", "language")
+# LLaVA-1.5's freeze sets: stage 1 trains the projector only, stage 2 the projector and
+# the LLM (the vision tower stays frozen in both).
+LLAVA_STAGE1_TRAINABLE = ("projector",)
+LLAVA_STAGE2_TRAINABLE = ("projector", "language")
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage: which parts learn, and how."""
+
+    name: str
+    trainable: tuple[str, ...]
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    min_lr_ratio: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    max_grad_norm: float = 1.0
+    padding_side: Literal["left", "right"] = "right"
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        bad = set(self.trainable) - set(PARTS)
+        if bad or not self.trainable:
+            raise ValueError(
+                f"stage {self.name}: trainable parts must be a non-empty subset of {PARTS}"
+            )
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"stage {self.name}: steps and batch_size must be >= 1")
+
+
+@dataclass
+class Encoded:
+    """One tokenised training example."""
+
+    input_ids: torch.Tensor  # (L,) prompt + completion
+    labels: torch.Tensor  # (L,) -100 on the prompt
+    pixel_values: torch.Tensor  # (n_images, 3, H, W)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass
+class StageStats:
+    name: str
+    steps: int
+    examples: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)  # mean loss per logging window
+    first_loss: float = float("nan")
+    final_loss: float = float("nan")
+    trainable_params: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "steps": self.steps,
+            "examples": self.examples,
+            "seconds": round(self.seconds, 2),
+            "first_loss": self.first_loss,
+            "final_loss": self.final_loss,
+            "losses": self.losses,
+            "trainable_params": self.trainable_params,
+        }
+
+
+# -- data ------------------------------------------------------------------------------------
+def encode_example(
+    processor: Any,
+    template: ChatTemplate,
+    text: str,
+    answer: str,
+    images: Sequence[Any],
+    *,
+    image_token: str = "<image>",
+) -> Encoded:
+    """Prompt (through the processor, as at inference) + completion with masked labels."""
+    tokenizer = processor.tokenizer
+    prompt, completion = template.training_pair(
+        text, answer, tokenizer.eos_token, [image_token] * len(images)
+    )
+    inputs = processor(text=[prompt], images=list(images) or None, return_tensors="pt")
+    prompt_ids = inputs["input_ids"][0]
+    answer_ids = torch.tensor(
+        tokenizer(completion, add_special_tokens=False)["input_ids"], dtype=torch.long
+    )
+    if answer_ids.numel() == 0 or int(answer_ids[-1]) != tokenizer.eos_token_id:
+        raise ValueError(f"completion {completion!r} does not end in the EOS token")
+    input_ids = torch.cat([prompt_ids, answer_ids])
+    labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), answer_ids])
+    pixel_values = inputs.get("pixel_values")
+    if pixel_values is None:
+        pixel_values = torch.zeros(0)
+    return Encoded(input_ids, labels, pixel_values)
+
+
+def encode_all(
+    processor: Any,
+    template: ChatTemplate,
+    samples: Iterable[Any],
+) -> list[Encoded]:
+    """Encode objects with ``images``, ``prompt`` and ``answer`` attributes."""
+    return [encode_example(processor, template, s.prompt, s.answer, s.images) for s in samples]
+
+
+class EncodedSamples(Sequence[Encoded]):
+    """Samples (``images``, ``prompt``, ``answer``) encoded when a batch asks for them.
+
+    Keeps the PIL images instead of float pixel tensors (a 64 px image is 12 KB as
+    bytes, 48 KB as pixel values), so tens of thousands of samples fit in memory.
+    ``lengths`` is a sort key for batching (images first, then text length).
+    """
+
+    def __init__(self, processor: Any, template: ChatTemplate, samples: Sequence[Any]) -> None:
+        self.processor = processor
+        self.template = template
+        self.samples = list(samples)
+        self.lengths = [
+            len(s.images) * 100_000 + len(s.prompt) + len(s.answer) for s in self.samples
+        ]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> Encoded:  # type: ignore[override]
+        s = self.samples[index]
+        return encode_example(self.processor, self.template, s.prompt, s.answer, s.images)
+
+
+def collate(
+    batch: Sequence[Encoded], pad_id: int, padding_side: Literal["left", "right"] = "right"
+) -> dict[str, torch.Tensor]:
+    """Pad to the longest example; position ids follow the attention mask (as in generate)."""
+    width = max(len(e) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, e in enumerate(batch):
+        n = len(e)
+        span = slice(width - n, width) if padding_side == "left" else slice(0, n)
+        ids[row, span] = e.input_ids
+        labels[row, span] = e.labels
+        mask[row, span] = 1
+    position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+    out = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
+    pixels = [e.pixel_values for e in batch if e.pixel_values.numel()]
+    if pixels:
+        out["pixel_values"] = torch.cat(pixels)
+    return out
+
+
+def batch_order(
+    lengths: Sequence[int], batch_size: int, steps: int, rng: random.Random, pool: int = 32
+) -> list[list[int]]:
+    """``steps`` batches of indices: epochs of shuffled data, batched among similar lengths.
+
+    Each epoch is shuffled, cut into pools of ``pool`` batches, sorted by length inside a
+    pool (so a 4-frame video does not pad a batch of single images), then the batches are
+    shuffled again.
+    """
+    out: list[list[int]] = []
+    n = len(lengths)
+    if n == 0:
+        raise ValueError("no training examples")
+    while len(out) < steps:
+        order = list(range(n))
+        rng.shuffle(order)
+        epoch: list[list[int]] = []
+        size = batch_size * pool
+        for start in range(0, n, size):
+            chunk = sorted(order[start : start + size], key=lambda i: lengths[i])
+            epoch += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        rng.shuffle(epoch)
+        out += epoch
+    return out[:steps]
+
+
+# -- model parts -------------------------------------------------------------------------------
+def model_parts(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """transformers 5 LLaVA layout: model.{vision_tower, multi_modal_projector, language_model}, lm_head."""
+    inner = model.model
+    return {
+        "vision": [inner.vision_tower],
+        "projector": [inner.multi_modal_projector],
+        "language": [inner.language_model, model.lm_head],
+    }
+
+
+def set_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Parameter]:
+    """Freeze everything except the named parts; returns the trainable parameters."""
+    wanted = set(trainable)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for name, modules in model_parts(model).items():
+        if name not in wanted:
+            continue
+        for module in modules:
+            for p in module.parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    p.requires_grad_(True)
+                    params.append(p)
+    return params
+
+
+def lr_factor(step: int, stage: StageConfig) -> float:
+    """Linear warm-up, then cosine / linear decay to ``min_lr_ratio`` (or constant)."""
+    if stage.warmup_steps and step < stage.warmup_steps:
+        return (step + 1) / stage.warmup_steps
+    if stage.schedule == "constant":
+        return 1.0
+    span = max(1, stage.steps - stage.warmup_steps)
+    progress = min(1.0, (step - stage.warmup_steps) / span)
+    if stage.schedule == "cosine":
+        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        decay = 1.0 - progress
+    return stage.min_lr_ratio + (1.0 - stage.min_lr_ratio) * decay
+
+
+def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross entropy over the labelled (completion) tokens."""
+    labels = batch["labels"]
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    hidden = model.model(**inputs).last_hidden_state
+    # Only positions that predict a labelled token go through the LM head.
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX
+    logits = model.lm_head(hidden[:, :-1][keep])
+    return nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+# -- training ----------------------------------------------------------------------------------
+def train_stage(
+    model: nn.Module,
+    data: Sequence[Encoded],
+    stage: StageConfig,
+    *,
+    pad_id: int,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+) -> StageStats:
+    """Run one stage in place on ``model`` (AdamW, warm-up + decay, gradient clipping)."""
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    params = set_trainable(model, stage.trainable)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": stage.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=stage.lr,
+        betas=stage.betas,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, stage))
+    lengths = getattr(data, "lengths", None) or [len(e) for e in data]
+    order = batch_order(lengths, stage.batch_size, stage.steps, rng)
+    stats = StageStats(
+        stage.name, stage.steps, 0, 0.0, trainable_params=sum(p.numel() for p in params)
+    )
+    model.train()
+    start = time.perf_counter()
+    window: list[float] = []
+    for step, indices in enumerate(order):
+        batch = collate([data[i] for i in indices], pad_id, stage.padding_side)
+        loss = completion_loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if stage.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(params, stage.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        value = float(loss.detach())
+        if step == 0:
+            stats.first_loss = value
+        window.append(value)
+        stats.examples += len(indices)
+        if (step + 1) % stage.log_every == 0 or step + 1 == len(order):
+            mean = sum(window) / len(window)
+            stats.losses.append(round(mean, 5))
+            window = []
+            if log is not None:
+                log(
+                    f"[{stage.name}] step {step + 1}/{len(order)} loss {mean:.4f} "
+                    f"lr {scheduler.get_last_lr()[0]:.2e} {time.perf_counter() - start:.0f}s"
+                )
+    stats.final_loss = stats.losses[-1] if stats.losses else float("nan")
+    stats.seconds = time.perf_counter() - start
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return stats

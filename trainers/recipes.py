@@ -1,0 +1,208 @@
+"""Training recipes. ``toy-llava``: the project's default model, trained on the synthetic world.
+
+Recreate the shipped weights (a few minutes on 2 CPU cores)::
+
+    python -c "from pathlib import Path; from harness.trainers.recipes import train_toy_llava; \
+train_toy_llava(Path('models/weights/toy-llava'))"
+
+The toy recipe follows LLaVA's two stages (stage 1: alignment on captions,
+stage 2: instruction tuning on the toy tasks' question formats). Nothing here
+is pretrained, so its freeze sets differ from LLaVA-1.5's (stage 1 projector
+only, stage 2 projector + LLM): both toy stages train the projector *and* the
+language model (a random LM must learn the language), while the vision tower
+stays frozen at its seeded random initialisation in both stages, as a fixed
+random-feature extractor. Training the tiny ViT from scratch together with the
+LM was tried and fails: the tower's residual stream grows into a near-constant
+vector (large norm, little variation between images), the LM learns to
+ignore it and answers from language priors only (POPE all "yes"). LLaVA's own
+freeze sets are :data:`harness.trainers.llava_stages.LLAVA_STAGE1_TRAINABLE` /
+``LLAVA_STAGE2_TRAINABLE``; any set can be given in :class:`ToyLlavaRecipe`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from harness.models.chat import get_template
+from harness.trainers.llava_stages import (
+    EncodedSamples,
+    StageConfig,
+    train_stage,
+)
+from harness.trainers.toy_model import (
+    TinyLlavaSpec,
+    build_model,
+    build_processor,
+    build_tokenizer,
+)
+from harness.trainers.vision_pretrain import VisionPretrainConfig, pretrain_vision_tower
+
+
+class TrainingData(Protocol):
+    """What ``harness.tasks.toy.training`` provides."""
+
+    def training_samples(self, stage: str, n: int, seed: int, frames: int = 4) -> list[Any]: ...
+
+    def vocabulary_texts(self) -> Iterator[str]: ...
+
+
+@dataclass(frozen=True)
+class ToyLlavaRecipe:
+    """Every hyperparameter of the toy-llava model and its training, in one place."""
+
+    model: TinyLlavaSpec = field(default_factory=TinyLlavaSpec)
+    template: str = "llava_hf"  # the registry entry's chat template
+    frames: int = 4  # video samples = this many frames (registry option num_frames)
+    threads: int = 2
+    # stage 0: contrastive pretraining of the vision tower on captions (what CLIP gives LLaVA)
+    vision_samples: int = 12000
+    vision: VisionPretrainConfig = field(default_factory=VisionPretrainConfig)
+    # stage 1: feature alignment on captions
+    align_samples: int = 6000
+    align_trainable: tuple[str, ...] = ("projector", "language")
+    align_steps: int = 300
+    align_batch: int = 32
+    align_lr: float = 2e-3
+    # stage 2: instruction tuning on the toy tasks' question formats
+    instruct_samples: int = 16000
+    instruct_trainable: tuple[str, ...] = ("projector", "language")
+    instruct_steps: int = 3000
+    instruct_batch: int = 32
+    instruct_lr: float = 1e-3
+    warmup_steps: int = 30
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    save_dtype: str = "float32"
+
+    def stages(self) -> tuple[StageConfig, StageConfig]:
+        common = {
+            "warmup_steps": self.warmup_steps,
+            "schedule": self.schedule,
+            "min_lr_ratio": self.min_lr_ratio,
+            "weight_decay": self.weight_decay,
+            "max_grad_norm": self.max_grad_norm,
+        }
+        align = StageConfig(
+            "align",
+            tuple(self.align_trainable),
+            self.align_steps,
+            self.align_batch,
+            self.align_lr,
+            **common,
+        )
+        instruct = StageConfig(
+            "instruct",
+            tuple(self.instruct_trainable),
+            self.instruct_steps,
+            self.instruct_batch,
+            self.instruct_lr,
+            **common,
+        )
+        return align, instruct
+
+
+TOY_LLAVA = ToyLlavaRecipe()
+
+
+def _default_data() -> TrainingData:
+    from harness.tasks.toy import training
+
+    return training
+
+
+def _check_round_trip(tokenizer: Any, answers: Iterable[str]) -> None:
+    """Every answer must decode back exactly (else the model could never emit it)."""
+    bad = sorted(
+        {
+            a
+            for a in answers
+            if tokenizer.decode(tokenizer(a, add_special_tokens=False)["input_ids"]).strip() != a
+        }
+    )
+    if bad:
+        raise ValueError(f"answers that do not survive tokenizer encode/decode: {bad[:10]}")
+
+
+def train_toy_llava(
+    out_dir: Path,
+    seed: int = 0,
+    log: Callable[[str], None] | None = print,
+    *,
+    recipe: ToyLlavaRecipe = TOY_LLAVA,
+    data: TrainingData | None = None,
+) -> dict[str, Any]:
+    """Build, train (align + instruct) and save toy-llava to ``out_dir``; returns stats."""
+    data = data or _default_data()
+    torch.set_num_threads(recipe.threads)
+    random.seed(seed)
+    torch.manual_seed(seed)
+    say = log or (lambda _msg: None)
+    started = time.perf_counter()
+
+    tokenizer = build_tokenizer(data.vocabulary_texts())
+    processor = build_processor(tokenizer, recipe.model)
+    model = build_model(tokenizer, recipe.model, seed=seed)
+    template = get_template(recipe.template)
+    n_params = sum(p.numel() for p in model.parameters())
+    say(f"toy-llava: {n_params} parameters, vocabulary {len(tokenizer)}")
+
+    stats: dict[str, Any] = {"seed": seed, "parameters": n_params, "vocab": len(tokenizer)}
+    stage_stats = []
+    if recipe.vision_samples:
+        t0 = time.perf_counter()
+        captions = data.training_samples("align", recipe.vision_samples, seed=seed * 1000 + 7)
+        say(f"[vision] {len(captions)} captions prepared in {time.perf_counter() - t0:.1f}s")
+        result = pretrain_vision_tower(
+            model, processor, captions, recipe.vision, seed=seed * 1000 + 7, log=log
+        )
+        stage_stats.append(result.as_dict())
+    for i, (stage, n) in enumerate(
+        zip(recipe.stages(), (recipe.align_samples, recipe.instruct_samples), strict=True)
+    ):
+        t0 = time.perf_counter()
+        samples = data.training_samples(stage.name, n, seed=seed * 1000 + i, frames=recipe.frames)
+        _check_round_trip(tokenizer, {s.answer for s in samples})
+        encoded = EncodedSamples(processor, template, samples)
+        say(f"[{stage.name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
+        result = train_stage(
+            model,
+            encoded,
+            stage,
+            pad_id=tokenizer.pad_token_id,
+            seed=seed * 1000 + i,
+            log=log,
+        )
+        stage_stats.append(result.as_dict())
+    stats["stages"] = stage_stats
+    stats["train_seconds"] = round(time.perf_counter() - started, 1)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_model = model.to(getattr(torch, recipe.save_dtype))
+    save_model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    model.float()
+    recipe_dict = asdict(replace(recipe))
+    (out_dir / "training.json").write_text(
+        json.dumps(
+            {"recipe": "toy-llava", "hyperparameters": recipe_dict, "stats": stats}, indent=1
+        )
+        + "\n"
+    )
+    stats["seconds"] = round(time.perf_counter() - started, 1)
+    say(f"toy-llava saved to {out_dir} ({stats['seconds']}s)")
+    return stats
+
+
+# `harness train NAME --out DIR [--seed N]`
+RECIPES: dict[str, Callable[..., dict[str, Any]]] = {"toy-llava": train_toy_llava}
