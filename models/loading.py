@@ -81,7 +81,11 @@ def load_model(
     options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build the adapter for a registry name (``--model``), optionally overriding its parts."""
+    from transformers.utils import logging as hf_logging
+
     from harness.models.hf_adapter import resolve_device, resolve_dtype
+
+    hf_logging.disable_progress_bar()  # the CLI prints its own progress
 
     entry = get_entry(name)
     if adapter is not None or options:

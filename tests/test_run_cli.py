@@ -68,4 +68,34 @@ def test_bad_flags_fail_before_loading(capsys):
     assert main(["run", "--model", "toy-llava", "--tasks", "gqa-toy", "--quant", "awq-w4"]) == 2
     assert "--quant awq-w4" in capsys.readouterr().err
     assert main(["run", "--model", "toy-llava", "--tasks", "gqa", "--no-db"]) == 2
-    assert "not found" in capsys.readouterr().err  # a real benchmark never runs on toy data
+    assert "--data-root" in capsys.readouterr().err  # a real benchmark never runs on toy data
+
+
+def test_quantized_run_is_stored_under_its_recipe(tmp_path, capsys):
+    db = str(tmp_path / "q.db")
+    common = ["--model", "toy-llava", "--tasks", "gqa-toy", "--db", db, "--bootstrap", "0"]
+    common += ["--limit", "60", "--batch-size", "30"]
+    base = run_json(capsys, *common)
+    quant = run_json(capsys, *common, "--quant", "rtn-w4g128")
+    # W4 G128 RTN on a 0.96M-parameter model: some loss, nowhere near chance.
+    assert quant["gqa-toy/accuracy"] >= base["gqa-toy/accuracy"] - 25, (base, quant)
+    store = ResultsStore(db)
+    runs = {r["precision"]: r for r in store.runs()}
+    assert set(runs) == {"fp32", "rtn-w4g128"}
+    assert (
+        runs["rtn-w4g128"]["quant_hash"]
+        and runs["rtn-w4g128"]["model_fingerprint"] != (runs["fp32"]["model_fingerprint"])
+    )
+    store.close()
+
+
+def test_quantize_writes_a_checkpoint(tmp_path):
+    out = tmp_path / "toy-awq"
+    argv = ["quantize", "--model", "toy-llava", "--quant", "rtn-w4g128", "--out", str(out)]
+    assert main([*argv, "--format", "awq"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    q = config["quantization_config"]
+    assert (q["quant_method"], q["bits"], q["group_size"], q["version"]) == ("awq", 4, 128, "gemm")
+    assert any("vision_tower" in m for m in q["modules_to_not_convert"])
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert main([*argv, "--format", "awq"]) == 2  # refuses to overwrite

@@ -59,6 +59,8 @@ class StageConfig:
     max_grad_norm: float = 1.0
     padding_side: Literal["left", "right"] = "right"
     log_every: int = 50
+    # (part, factor) pairs: that part learns at lr * factor (e.g. a pretrained tower slower)
+    lr_scale: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         bad = set(self.trainable) - set(PARTS)
@@ -288,16 +290,23 @@ def train_stage(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     params = set_trainable(model, stage.trainable)
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": stage.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=stage.lr,
-        betas=stage.betas,
-    )
+    scale = dict(stage.lr_scale)
+    groups = []
+    for part, modules in model_parts(model).items():
+        if part not in stage.trainable:
+            continue
+        part_params = [p for m in modules for p in m.parameters()]
+        for decayed in (True, False):
+            chosen = [p for p in part_params if (p.ndim >= 2) == decayed]
+            if chosen:
+                groups.append(
+                    {
+                        "params": chosen,
+                        "weight_decay": stage.weight_decay if decayed else 0.0,
+                        "lr": stage.lr * scale.get(part, 1.0),
+                    }
+                )
+    optimizer = torch.optim.AdamW(groups, lr=stage.lr, betas=stage.betas)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, stage))
     lengths = getattr(data, "lengths", None) or [len(e) for e in data]
     order = batch_order(lengths, stage.batch_size, stage.steps, rng)
@@ -328,7 +337,7 @@ def train_stage(
             if log is not None:
                 log(
                     f"[{stage.name}] step {step + 1}/{len(order)} loss {mean:.4f} "
-                    f"lr {scheduler.get_last_lr()[0]:.2e} {time.perf_counter() - start:.0f}s"
+                    f"lr {max(scheduler.get_last_lr()):.2e} {time.perf_counter() - start:.0f}s"
                 )
     stats.final_loss = stats.losses[-1] if stats.losses else float("nan")
     stats.seconds = time.perf_counter() - start

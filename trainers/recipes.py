@@ -73,7 +73,8 @@ class ToyLlavaRecipe:
     align_lr: float = 2e-3
     # stage 2: instruction tuning on the toy tasks' question formats
     instruct_samples: int = 16000
-    instruct_trainable: tuple[str, ...] = ("projector", "language")
+    instruct_trainable: tuple[str, ...] = ("vision", "projector", "language")
+    instruct_lr_scale: tuple[tuple[str, float], ...] = (("vision", 0.3),)
     instruct_steps: int = 3000
     instruct_batch: int = 32
     instruct_lr: float = 1e-3
@@ -106,6 +107,7 @@ class ToyLlavaRecipe:
             self.instruct_steps,
             self.instruct_batch,
             self.instruct_lr,
+            lr_scale=tuple(self.instruct_lr_scale),
             **common,
         )
         return align, instruct
