@@ -216,6 +216,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise HarnessError(
             f"harness train {args.recipe}: unknown recipe; known: {', '.join(sorted(RECIPES))}"
         ) from None
+
     def log(message: str) -> None:
         err_console.print(message, markup=False, highlight=False)
 
