@@ -44,7 +44,7 @@ def requests_for(task_names: list[str], family: str, limit: int | None) -> list:
 
 
 @torch.inference_mode()
-def plain_loop(model, requests) -> float:
+def plain_loop(model, requests, outputs: list[str] | None = None) -> float:
     """The hand-written baseline: one ``generate`` call per sample."""
     hf, processor = model.model, model.processor
     template = model.template
@@ -61,7 +61,11 @@ def plain_loop(model, requests) -> float:
             num_beams=1,
             pad_token_id=processor.tokenizer.pad_token_id,
         )
-        processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        text = processor.tokenizer.decode(
+            out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        if outputs is not None:
+            outputs.append(text.strip())
     return time.perf_counter() - start
 
 
@@ -92,7 +96,10 @@ def main() -> None:
     names = default_registry().expand(args.tasks)
     requests = requests_for(names, model.family, args.limit)
     n = len(requests)
-    plain_loop(model, requests[:4])  # warm-up
+    # Same inputs, same answers: the baseline must compute what the harness computes.
+    plain: list[str] = []
+    plain_loop(model, requests[:32], plain)
+    same = sum(a == b for a, b in zip(plain, model.generate(requests[:32]), strict=True))
     best = {"plain": float("inf"), "b1": float("inf"), "bN": float("inf")}
     for _ in range(args.repeats):
         best["plain"] = min(best["plain"], plain_loop(model, requests))
@@ -104,6 +111,7 @@ def main() -> None:
         "model": args.model,
         "tasks": names,
         "samples": n,
+        "plain_equals_harness_outputs": f"{same}/32",
         "plain_samples_per_s": n / best["plain"],
         "harness_b1_samples_per_s": n / best["b1"],
         f"harness_b{args.batch_size}_samples_per_s": n / best["bN"],

@@ -165,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         command=" ".join(["harness", *sys.argv[1:]]),
         log_samples=args.log_samples,
     )
-    result = evaluate(names if len(names) > 1 else args.tasks, model, store, config, judges)
+    result = evaluate(args.tasks, model, store, config, judges)
     errors = getattr(model, "visual_errors", {})
     if args.json:
         flat: dict[str, Any] = {}

@@ -1,21 +1,19 @@
 """Training recipes. ``toy-llava``: the project's default model, trained on the synthetic world.
 
-Recreate the shipped weights (a few minutes on 2 CPU cores)::
+Recreate the shipped weights (about 18 minutes on 2 CPU cores, seeded)::
 
-    python -c "from pathlib import Path; from harness.trainers.recipes import train_toy_llava; \
-train_toy_llava(Path('models/weights/toy-llava'))"
+    harness train toy-llava --out models/weights/toy-llava
 
-The toy recipe follows LLaVA's two stages (stage 1: alignment on captions,
-stage 2: instruction tuning on the toy tasks' question formats). Nothing here
-is pretrained, so its freeze sets differ from LLaVA-1.5's (stage 1 projector
-only, stage 2 projector + LLM): both toy stages train the projector *and* the
-language model (a random LM must learn the language), while the vision tower
-stays frozen at its seeded random initialisation in both stages, as a fixed
-random-feature extractor. Training the tiny ViT from scratch together with the
-LM was tried and fails: the tower's residual stream grows into a near-constant
-vector (large norm, little variation between images), the LM learns to
-ignore it and answers from language priors only (POPE all "yes"). LLaVA's own
-freeze sets are :data:`harness.trainers.llava_stages.LLAVA_STAGE1_TRAINABLE` /
+Stage 0 pretrains the vision tower CLIP-style on captions
+(:mod:`harness.trainers.vision_pretrain`), because LLaVA starts from a
+pretrained CLIP tower and this model has none; training a random tower
+jointly with a random LM was tried and collapses (the tower's output becomes
+a near-constant vector and the LM answers from language priors, POPE all
+"yes"). Then LLaVA's two stages: stage 1 alignment on captions, stage 2
+instruction tuning on the toy tasks' question formats. The tower stays frozen
+in both, as in LLaVA. Unlike LLaVA-1.5 (stage 1 projector only), stage 1 also
+trains the language model, which is random here. LLaVA's own freeze sets are
+:data:`harness.trainers.llava_stages.LLAVA_STAGE1_TRAINABLE` /
 ``LLAVA_STAGE2_TRAINABLE``; any set can be given in :class:`ToyLlavaRecipe`.
 """
 
@@ -77,7 +75,7 @@ class ToyLlavaRecipe:
     # no net gain, at x0.5 with lr 2e-3 it collapsed again (README, measured numbers).
     instruct_trainable: tuple[str, ...] = ("projector", "language")
     instruct_lr_scale: tuple[tuple[str, float], ...] = ()
-    instruct_steps: int = 3000
+    instruct_steps: int = 6000
     instruct_batch: int = 32
     instruct_lr: float = 1e-3
     warmup_steps: int = 30
