@@ -18,6 +18,7 @@ from harness.models.chat import get_template  # noqa: E402
 from harness.trainers import llava_stages as ls  # noqa: E402
 from harness.trainers import toy_model as tm  # noqa: E402
 from harness.trainers.recipes import TOY_LLAVA, train_toy_llava  # noqa: E402
+from harness.trainers.vision_pretrain import VisionPretrainConfig  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "toy-llava"
 MICRO = tm.TinyLlavaSpec(
@@ -154,10 +155,12 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
         instruct_steps=3,
         instruct_batch=8,
         warmup_steps=1,
+        vision_samples=32,
+        vision=VisionPretrainConfig(steps=2, batch_size=8, warmup_steps=1, log_every=1),
     )
     out = tmp_path / "toy"
     stats = train_toy_llava(out, seed=0, log=None, recipe=recipe, data=MicroWorld)
-    assert [s["name"] for s in stats["stages"]] == ["align", "instruct"]
+    assert [s["name"] for s in stats["stages"]] == ["vision_pretrain", "align", "instruct"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
         assert (out / name).is_file(), name
 
