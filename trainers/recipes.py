@@ -1,6 +1,6 @@
 """Training recipes. ``toy-llava``: the project's default model, trained on the synthetic world.
 
-Recreate the shipped weights (about 18 minutes on 2 CPU cores, seeded)::
+Recreate the shipped weights (about 17 minutes on 2 CPU cores, seeded)::
 
     harness train toy-llava --out models/weights/toy-llava
 
