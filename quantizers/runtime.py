@@ -14,11 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.quantizers.apply import quantize_model
+from harness.quantizers.apply import apply_fake_quant, quantize_model
 from harness.quantizers.calibration import CalibrationError
 from harness.quantizers.recipe import QuantRecipe, RecipeError, parse_recipe
 from harness.quantizers.result import QuantizedModel
@@ -54,40 +53,43 @@ def fit_recipe(recipe: QuantRecipe, model: nn.Module) -> QuantRecipe:
 
 
 def install(model: nn.Module, qmodel: QuantizedModel, backend: str = "auto") -> dict[str, int]:
-    """Put the quantized weights into ``model`` in place; returns counts per installation kind."""
+    """Put the quantized weights into ``model`` in place; returns counts per installation kind.
+
+    4-bit layers whose out_features pack into AWQ words become ``W4A16Linear``; the
+    rest (other bit widths) and AWQ's folded norms are written back by
+    :func:`apply_fake_quant`.
+    """
     from harness.kernels.linear import W4A16Linear
 
-    counts = {"w4a16": 0, "dequantized": 0}
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in qmodel.stats.get("modified_params", {}).items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
-        for name, qw in qmodel.weights.items():
-            linear = model.get_submodule(name)
-            if tuple(linear.weight.shape) != qw.shape:
-                raise HarnessError(
-                    f"{name}: weight {tuple(linear.weight.shape)} vs quantized {qw.shape}"
-                )
-            if qw.bits == 4 and qw.shape[0] % PACK == 0:
-                bias = qw.bias if qw.bias is not None else linear.bias
-                new = W4A16Linear.from_quantized(
-                    qw,
-                    bias=None if bias is None else bias.detach().float(),
-                    dtype=linear.weight.dtype,
-                    backend=backend,
-                ).to(linear.weight.device)
-                parent_name, _, child = name.rpartition(".")
-                parent = model.get_submodule(parent_name) if parent_name else model
-                setattr(parent, child, new)
-                counts["w4a16"] += 1
-            else:
-                linear.weight.copy_(
-                    qw.dequantize(torch.float32).to(linear.weight.device, linear.weight.dtype)
-                )
-                if qw.bias is not None and linear.bias is not None:
-                    linear.bias.copy_(qw.bias.to(linear.bias.device, linear.bias.dtype))
-                counts["dequantized"] += 1
-    return counts
+    packable = {
+        n: qw for n, qw in qmodel.weights.items() if qw.bits == 4 and qw.shape[0] % PACK == 0
+    }
+    rest = QuantizedModel(
+        {n: qw for n, qw in qmodel.weights.items() if n not in packable},
+        qmodel.recipe,
+        stats={"modified_params": qmodel.stats.get("modified_params", {})},
+    )
+    try:
+        apply_fake_quant(model, rest)
+    except ValueError as exc:
+        raise HarnessError(f"installing {qmodel.recipe.get('method')} weights: {exc}") from exc
+    for name, qw in packable.items():
+        linear = model.get_submodule(name)
+        if tuple(linear.weight.shape) != qw.shape:
+            raise HarnessError(
+                f"{name}: weight {tuple(linear.weight.shape)} vs quantized {qw.shape}"
+            )
+        bias = qw.bias if qw.bias is not None else linear.bias
+        new = W4A16Linear.from_quantized(
+            qw,
+            bias=None if bias is None else bias.detach().float(),
+            dtype=linear.weight.dtype,
+            backend=backend,
+        ).to(linear.weight.device)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, new)
+    return {"w4a16": len(packable), "dequantized": len(rest.weights)}
 
 
 def compute_quantization(
