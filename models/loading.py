@@ -96,8 +96,20 @@ def load_model(
         )
     path = resolve_weights(entry, model_path)
     where = resolve_device(device)
-    adapter = adapter_loader(entry.adapter)(
-        entry, path, device=where, dtype=resolve_dtype(dtype, where)
-    )
+    from safetensors import SafetensorError
+
+    load = adapter_loader(entry.adapter)
+    try:
+        adapter = load(entry, path, device=where, dtype=resolve_dtype(dtype, where))
+    except HarnessError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        # Truncated or corrupt weights, a folder of another architecture, bad configs.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise HarnessError(
+            f"model {entry.name}: cannot load {path} with the {entry.adapter} adapter "
+            f"({type(exc).__name__}: {first[:300]}). Check the folder is a complete "
+            f"checkpoint for this adapter (--adapter, --model-path)."
+        ) from exc
     adapter.entry = entry  # quantizers read registry options (e.g. calibration texts)
     return adapter

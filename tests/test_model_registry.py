@@ -60,3 +60,19 @@ def test_builtin_weights_resolve_to_the_package_folder():
     path = loading.resolve_weights(entry)
     assert (path / "config.json").is_file()
     assert path.parent == loading.WEIGHTS_DIR
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    import shutil
+
+    from harness.cli import main
+
+    folder = tmp_path / "broken"
+    shutil.copytree(loading.WEIGHTS_DIR / "toy-llava", folder)
+    (folder / "model.safetensors").write_bytes(b"\x00" * 100)  # truncated download
+    with pytest.raises(HarnessError, match="cannot load .*broken.* llava adapter"):
+        loading.load_model("toy-llava", model_path=folder, device="cpu")
+    db = tmp_path / "r.db"
+    argv = ["run", "--model", "toy-llava", "--model-path", str(folder), "--tasks", "gqa-toy"]
+    assert main([*argv, "--db", str(db)]) == 2
+    assert not db.exists()  # nothing was written: the model loads before the run is created
