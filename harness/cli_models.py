@@ -91,6 +91,16 @@ def _results_table(result: Any, model: Any, precision: str) -> Table:
     return table
 
 
+def _calib_tasks(args: argparse.Namespace) -> list[str]:
+    return [t.strip() for t in (args.calib_tasks or "").split(",") if t.strip()]
+
+
+def precision_label(quant: str, calib_tasks: list[str]) -> str:
+    """The run's precision: ``--quant``, plus the calibration tasks when given (they are
+    not part of the recipe name but change the result)."""
+    return f"{quant}({'+'.join(calib_tasks)})" if calib_tasks else quant
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.cli import _kv_list, _make_judges, _open_store, console, err_console
     from harness.evaluator import EvalConfig, evaluate
@@ -101,19 +111,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = default_registry()
     names = registry.expand(args.tasks)
     tasks = [get_task(n) for n in names]
+    calib_tasks = _calib_tasks(args)
     data_files: dict[str, dict[str, str]] = {}
     for item in args.data_file or []:
         task, sep, rest = item.partition(":")
-        if not sep or task not in names:
+        if not sep or task not in [*names, *calib_tasks]:
             raise HarnessError(
-                f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of {names}"
+                f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of "
+                f"{[*names, *calib_tasks]}"
             )
         data_files.setdefault(task, {}).update(_kv_list([rest], "--data-file"))
     recipe = None
     if args.quant and args.quant not in PLAIN_PRECISIONS:
-        from harness.quantizers.runtime import parse_quant
+        from harness.quantizers.runtime import resolve_recipe
 
-        recipe = parse_quant(args.quant)  # fail on a bad recipe before loading anything
+        # fail on a bad recipe or calibration task before loading anything
+        recipe = resolve_recipe(args.quant, calib_tasks)
+    elif calib_tasks:
+        raise HarnessError("--calib-tasks needs --quant with a calibrated recipe (awq, gptq, ...)")
     dtype = _load_dtype(args.quant, args.dtype)
     options: dict[str, Any] = {}
     if args.num_frames is not None:
@@ -138,7 +153,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         start = time.perf_counter()
         cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
-        qmodel = quantize_adapter(model, args.quant, cache_dir=cache)
+        qmodel = quantize_adapter(
+            model,
+            args.quant,
+            calib_tasks=calib_tasks,
+            data_root=args.data_root,
+            data_files=data_files,
+            cache_dir=cache,
+            dump=args.quant_dump,
+            load=args.quant_load,
+        )
         quant_recipe, quant_hash = qmodel.recipe, model.info["quant"]["hash"]
         err_console.print(
             f"quantized {len(qmodel.weights)} Linear layers with {args.quant} "
@@ -146,9 +170,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{qmodel.stats['install']})",
             highlight=False,
         )
-    precision = args.quant or DTYPE_LABELS.get(
-        str(model.model.dtype).removeprefix("torch."), "fp32"
-    )
+    precision = precision_label(args.quant, calib_tasks) if args.quant else None
+    precision = precision or DTYPE_LABELS.get(str(model.model.dtype).removeprefix("torch."), "fp32")
     store = None if args.no_db else _open_store(args)
     judges = _make_judges(args, tasks, store)
     config = EvalConfig(
@@ -229,9 +252,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from harness.cli import err_console
     from harness.models.loading import load_model
     from harness.quantizers.checkpoint import CheckpointError, write_checkpoint
-    from harness.quantizers.runtime import compute_quantization, parse_quant
+    from harness.quantizers.runtime import compute_quantization, resolve_recipe
 
-    parse_quant(args.quant)  # fail on a bad recipe before loading anything
+    calib_tasks = _calib_tasks(args)
+    resolve_recipe(args.quant, calib_tasks)  # fail on a bad recipe before loading anything
     if args.format not in {"awq", "gptq", "compressed-tensors"}:
         raise HarnessError(f"--format {args.format}: expected awq, gptq or compressed-tensors")
     model = load_model(
@@ -243,7 +267,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     )
     start = time.perf_counter()
     cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
-    qmodel = compute_quantization(model, args.quant, cache_dir=cache)
+    qmodel = compute_quantization(
+        model,
+        args.quant,
+        calib_tasks=calib_tasks,
+        data_root=args.data_root,
+        cache_dir=cache,
+        dump=args.quant_dump,
+        load=args.quant_load,
+    )
     try:
         out = write_checkpoint(
             model.model,
@@ -294,6 +326,25 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--quant-cache", type=Path, help="reuse searched scales/codes from here")
+    p.add_argument(
+        "--quant-dump",
+        type=Path,
+        metavar="DIR",
+        help="write the searched scales/codes to DIR (like llm-awq's --dump_awq)",
+    )
+    p.add_argument(
+        "--quant-load",
+        type=Path,
+        metavar="DIR",
+        help="use a --quant-dump result instead of searching (checked against recipe and weights)",
+    )
+    p.add_argument(
+        "--calib-tasks",
+        metavar="TASK[,TASK]",
+        help="calibrate on these tasks' images + prompts (implies image_text calibration; "
+        "use documents you do not report)",
+    )
+    p.add_argument("--data-root", type=Path, help="folder holding --calib-tasks' files")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     p.set_defaults(fn=cmd_quantize)
 
@@ -319,6 +370,24 @@ def _add_run_parser(sub: Any, add_judge_flags: Any) -> None:
         "--quant-cache",
         type=Path,
         help="save searched scales/codes here and reuse them (env HARNESS_QUANT_CACHE)",
+    )
+    p.add_argument(
+        "--quant-dump",
+        type=Path,
+        metavar="DIR",
+        help="write the searched scales/codes to DIR (like llm-awq's --dump_awq)",
+    )
+    p.add_argument(
+        "--quant-load",
+        type=Path,
+        metavar="DIR",
+        help="use a --quant-dump result instead of searching (checked against recipe and weights)",
+    )
+    p.add_argument(
+        "--calib-tasks",
+        metavar="TASK[,TASK]",
+        help="calibrate on these tasks' images + prompts (implies image_text calibration; "
+        "use documents you do not report)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(

@@ -54,7 +54,12 @@ ENTRIES: list[ModelEntry] = [
         BUILTIN + "toy-llava",
         "llava",
         "llava_hf",
-        {"image_aspect": "pad", "num_frames": 4, "calibration_texts": "toy-world"},
+        {
+            "image_aspect": "pad",
+            "num_frames": 4,
+            "calibration_texts": "toy-world",
+            "calibration_images": "toy-world",
+        },
         "LLaVA-architecture model trained by `harness train` on the synthetic world (ships in the repo)",
     ),
     _llava(

@@ -63,12 +63,17 @@ def cache_key(recipe: QuantRecipe, fingerprint: str) -> str:
     return hashlib.sha256(f"{recipe.hash()}|{fingerprint}".encode()).hexdigest()[:24]
 
 
+CalibInputs = Iterable[dict[str, Any]] | CalibrationSet | Callable[[], Iterable[dict[str, Any]]]
+
+
 def _calibration(
     recipe: QuantRecipe,
-    calib_inputs: Iterable[dict[str, Any]] | CalibrationSet | None,
+    calib_inputs: CalibInputs | None,
     tokenizer,
     texts: Sequence[str] | None,
 ) -> CalibrationSet:
+    if callable(calib_inputs):  # built only when the cache misses
+        calib_inputs = calib_inputs()
     if isinstance(calib_inputs, CalibrationSet):
         return calib_inputs
     if calib_inputs is not None:
@@ -92,7 +97,7 @@ def _calibration(
 def quantize_model(
     model: nn.Module,
     recipe: str | QuantRecipe,
-    calib_inputs: Iterable[dict[str, Any]] | CalibrationSet | None = None,
+    calib_inputs: CalibInputs | None = None,
     tokenizer=None,
     *,
     texts: Sequence[str] | None = None,
@@ -103,7 +108,7 @@ def quantize_model(
     """Quantize ``model`` by ``recipe`` (name or ``QuantRecipe``); the model is not modified.
 
     Calibration: ``calib_inputs`` (model input dicts, e.g. image+text processor outputs,
-    or a ``CalibrationSet``), else text blocks from ``tokenizer`` over ``texts`` (default:
+    a ``CalibrationSet``, or a function returning either, called only on a cache miss), else text blocks from ``tokenizer`` over ``texts`` (default:
     the built-in deterministic source). With ``cache_dir`` the result is stored under
     ``cache_dir/<key of recipe hash + fingerprint>`` and loaded from there next time
     (``stats["cache"] == "hit"``); ``fingerprint`` defaults to ``model_fingerprint(model)``.

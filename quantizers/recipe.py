@@ -9,13 +9,15 @@ Grammar (tokens separated by ``-``, order of the options free)::
 * ``sym``: symmetric quantizer (zero point fixed at 2^(bits-1)); default asymmetric.
 * ``vision`` / ``proj`` / ``lmhead``: also quantize the vision tower / the projector /
   lm_head (default: only the language model's decoder Linear layers).
-* ``text`` (default) / ``image_text``: calibration source.
+* ``text`` (default) / ``image_text``: calibration source. ``image_text`` reads
+  prompts with their images: the documents of ``calib_tasks`` (``--calib-tasks``;
+  not part of the name, but of the hash), or a toy model's training world.
 * ``nN`` / ``sS``: calibration samples and sequence length (method defaults otherwise).
 * ``itersI``: SignRound iterations (default 200).
 * ``duo``: AWQ "duo scaling"; ``noclip``: skip AWQ's clip search.
 
 ``QuantRecipe.name`` renders the canonical name (defaults left out), so
-``parse_recipe(r.name) == r``; ``QuantRecipe.hash()`` is the sha256 of the canonical
+``parse_recipe(r.name) == r`` (``calib_tasks`` aside); ``QuantRecipe.hash()`` is the sha256 of the canonical
 JSON of every field, so any option change gives a different hash.
 """
 
@@ -64,6 +66,8 @@ class QuantRecipe:
     calib_source: str = "text"
     calib_samples: int = -1  # -1: the method's default (resolved in __post_init__)
     calib_seqlen: int = -1
+    # image_text: the tasks whose documents calibrate (empty: the model's own default source)
+    calib_tasks: tuple[str, ...] = ()
     # AWQ
     n_grid: int = 20
     duo_scaling: bool = False
@@ -91,6 +95,9 @@ class QuantRecipe:
             raise RecipeError(
                 f"calibration source {self.calib_source!r} (known: {', '.join(CALIB_SOURCES)})"
             )
+        object.__setattr__(self, "calib_tasks", tuple(self.calib_tasks))
+        if self.calib_tasks and self.calib_source != "image_text":
+            raise RecipeError("calib_tasks (calibration documents) need the image_text source")
         n_default, s_default = CALIB_DEFAULTS[method]
         if self.calib_samples == -1:
             object.__setattr__(self, "calib_samples", n_default)
@@ -136,7 +143,13 @@ class QuantRecipe:
         return "-".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        # Left out when empty, so hashes of recipes written before the field existed hold.
+        if not data["calib_tasks"]:
+            del data["calib_tasks"]
+        else:
+            data["calib_tasks"] = list(data["calib_tasks"])
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuantRecipe:
@@ -144,6 +157,9 @@ class QuantRecipe:
         unknown = sorted(set(data) - known)
         if unknown:
             raise RecipeError(f"unknown recipe fields: {', '.join(unknown)}")
+        data = dict(data)
+        if "calib_tasks" in data:
+            data["calib_tasks"] = tuple(data["calib_tasks"])
         return cls(**data)
 
     def canonical_json(self) -> str:

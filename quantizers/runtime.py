@@ -10,15 +10,22 @@ cached outputs of the FP16 model are never reused for the INT4 one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from harness.errors import HarnessError
-from harness.quantizers.apply import apply_fake_quant, quantize_model
+from harness.quantizers.apply import (
+    apply_fake_quant,
+    load_quantized,
+    quantize_model,
+    save_quantized,
+)
 from harness.quantizers.calibration import CalibrationError
+from harness.quantizers.calibration_data import image_text_inputs
 from harness.quantizers.recipe import QuantRecipe, RecipeError, parse_recipe
 from harness.quantizers.result import QuantizedModel
 
@@ -36,10 +43,15 @@ def calibration_texts(adapter: Any) -> Sequence[str] | None:
     """Text calibration source: the synthetic world's texts for toy models, else built-in."""
     entry = getattr(adapter, "entry", None)
     if entry is not None and entry.options.get("calibration_texts") == "toy-world":
-        from harness.tasks.toy.training import vocabulary_texts
-
-        return sorted(set(vocabulary_texts()))
+        return _toy_world_texts()
     return None
+
+
+@functools.cache
+def _toy_world_texts() -> tuple[str, ...]:
+    from harness.tasks.toy.training import vocabulary_texts
+
+    return tuple(sorted(set(vocabulary_texts())))
 
 
 def fit_recipe(recipe: QuantRecipe, model: nn.Module) -> QuantRecipe:
@@ -92,39 +104,119 @@ def install(model: nn.Module, qmodel: QuantizedModel, backend: str = "auto") -> 
     return {"w4a16": len(packable), "dequantized": len(rest.weights)}
 
 
+def resolve_recipe(recipe_name: str, calib_tasks: Sequence[str] = ()) -> QuantRecipe:
+    """``--quant`` plus ``--calib-tasks`` (which implies image+text calibration)."""
+    recipe = parse_quant(recipe_name)
+    if calib_tasks:
+        if not recipe.needs_calibration:
+            raise HarnessError(f"--calib-tasks: {recipe.method} does not calibrate")
+        from harness.task import get_task
+
+        for name in calib_tasks:
+            get_task(name)  # an unknown name fails here, naming the known tasks
+        recipe = recipe.with_options(calib_source="image_text", calib_tasks=tuple(calib_tasks))
+    return recipe
+
+
 def compute_quantization(
     adapter: Any,
     recipe_name: str,
     *,
+    calib_tasks: Sequence[str] = (),
+    data_root: Path | None = None,
+    data_files: Mapping[str, Mapping[str, str]] | None = None,
     cache_dir: str | Path | None = None,
+    dump: str | Path | None = None,
+    load: str | Path | None = None,
     log: Callable[[str], None] | None = None,
 ) -> QuantizedModel:
-    """Calibrate and quantize ``adapter.model`` (unchanged), or load the result from the cache."""
-    recipe = fit_recipe(parse_quant(recipe_name), adapter.model)
+    """Calibrate and quantize ``adapter.model`` (unchanged), or load the result from the cache.
+
+    Image+text recipes read their samples through the adapter (``calib_tasks`` documents
+    under ``data_root`` / ``data_files``, or a toy model's training world). ``load``
+    (``--quant-load``) reads a result written by ``dump`` (``--quant-dump``) instead of
+    searching, after checking it was searched for this recipe on these weights.
+    """
+    recipe = fit_recipe(resolve_recipe(recipe_name, calib_tasks), adapter.model)
+    fingerprint = adapter.fingerprint()
+    if load is not None:
+        return load_dump(load, recipe, fingerprint)
+    calib_inputs = None
+    texts = None
+    if recipe.calib_source == "image_text":
+
+        def calib_inputs() -> list[dict[str, Any]]:
+            return image_text_inputs(adapter, recipe, data_root=data_root, data_files=data_files)
+
+    elif recipe.needs_calibration:
+        texts = calibration_texts(adapter)
     try:
-        return quantize_model(
+        qmodel = quantize_model(
             adapter.model,
             recipe,
+            calib_inputs,
             tokenizer=adapter.tokenizer,
-            texts=calibration_texts(adapter),
+            texts=texts,
             cache_dir=cache_dir,
-            fingerprint=adapter.fingerprint(),
+            fingerprint=fingerprint,
             log=log,
         )
     except CalibrationError as exc:
         raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
+    if dump is not None:
+        qmodel.stats["fingerprint"] = fingerprint
+        save_quantized(qmodel, dump)
+    return qmodel
+
+
+def load_dump(path: str | Path, recipe: QuantRecipe, fingerprint: str) -> QuantizedModel:
+    """A ``--quant-dump`` result, refused unless it holds ``recipe`` for these weights."""
+    try:
+        qmodel = load_quantized(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise HarnessError(
+            f"--quant-load {path}: not a readable quantization dump ({exc})"
+        ) from exc
+    if qmodel.recipe != recipe.to_dict():
+        held = QuantRecipe.from_dict(qmodel.recipe)
+        raise HarnessError(
+            f"--quant-load {path} holds {held.name} (hash {held.short_hash()}), "
+            f"but --quant asks for {recipe.name} (hash {recipe.short_hash()})"
+        )
+    if qmodel.stats.get("fingerprint") != fingerprint:
+        raise HarnessError(
+            f"--quant-load {path} was searched on other weights (fingerprint "
+            f"{qmodel.stats.get('fingerprint')}, this model {fingerprint})"
+        )
+    qmodel.stats["cache"] = "loaded"
+    return qmodel
 
 
 def quantize_adapter(
     adapter: Any,
     recipe_name: str,
     *,
+    calib_tasks: Sequence[str] = (),
+    data_root: Path | None = None,
+    data_files: Mapping[str, Mapping[str, str]] | None = None,
     cache_dir: str | Path | None = None,
+    dump: str | Path | None = None,
+    load: str | Path | None = None,
     backend: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> QuantizedModel:
     """Quantize ``adapter.model`` in place by recipe; the adapter's fingerprint then names it."""
-    qmodel = compute_quantization(adapter, recipe_name, cache_dir=cache_dir, log=log)
+    qmodel = compute_quantization(
+        adapter,
+        recipe_name,
+        calib_tasks=calib_tasks,
+        data_root=data_root,
+        data_files=data_files,
+        cache_dir=cache_dir,
+        dump=dump,
+        load=load,
+        log=log,
+    )
     qmodel.stats["install"] = install(adapter.model, qmodel, backend)
     # The fitted recipe (calibration length clamped to the model) is what ran.
     recipe = QuantRecipe.from_dict(qmodel.recipe)

@@ -81,3 +81,28 @@ def test_quant_cache_reuses_the_search(tiny, tmp_path):
 def test_bad_recipe_names_the_flag():
     with pytest.raises(HarnessError, match="--quant awq-w4"):
         parse_quant("awq-w4")
+
+
+def test_quant_dump_and_load_skip_the_search_and_check_what_they_hold(tiny, tmp_path):
+    root, images = tiny
+    first = load(root)
+    dumped = quantize_adapter(first, "gptq-w4g32-n4-s32", dump=tmp_path / "dump")
+    second = load(root)
+    loaded = quantize_adapter(second, "gptq-w4g32-n4-s32", load=tmp_path / "dump")
+    assert loaded.stats["cache"] == "loaded"
+    for name, qw in dumped.weights.items():
+        assert torch.equal(qw.codes, loaded.weights[name].codes)
+        assert torch.equal(qw.scales, loaded.weights[name].scales)
+    assert first.fingerprint() == second.fingerprint()
+    assert first.generate(requests(images)) == second.generate(requests(images))
+    # another recipe, other weights, or no dump at all: refused, naming the flag
+    with pytest.raises(HarnessError, match="holds gptq-w4g32-n4-s32.*asks for gptq-w4g32-n8"):
+        quantize_adapter(load(root), "gptq-w4g32-n8-s32", load=tmp_path / "dump")
+    other = load(root)
+    with torch.no_grad():
+        other.model.lm_head.weight.add_(1.0)
+    other._fingerprint = None
+    with pytest.raises(HarnessError, match="searched on other weights"):
+        quantize_adapter(other, "gptq-w4g32-n4-s32", load=tmp_path / "dump")
+    with pytest.raises(HarnessError, match="--quant-load .*missing"):
+        quantize_adapter(load(root), "gptq-w4g32-n4-s32", load=tmp_path / "missing")
