@@ -6,7 +6,11 @@ re-run of one task replaces only that task's numbers. Group metrics (rows of
 a precision label (``fp16``: each model is compared with its own run at that
 precision) or one run (id, id prefix, or ``model@precision``: every row is
 compared with that run). A drop is positive when the row is worse than the
-base, whatever the metric's direction. Rendered as markdown, CSV or HTML;
+base, whatever the metric's direction. ``flips %`` is the share of documents
+whose extracted answer differs from the base run's answer on the same
+document, over the shown tasks (Dutta et al. 2024, "Accuracy is not all you
+need"): unlike a difference of accuracies it does not let gains on some
+documents hide losses on others, and it is far less noisy on small sets. Rendered as markdown, CSV or HTML;
 :func:`plot_drops` draws the drops as a PNG bar chart (matplotlib, optional).
 """
 
@@ -25,6 +29,7 @@ from harness.results.store import ResultsStore
 
 FORMATS = ("markdown", "csv", "html")
 DASH = "-"
+FLIPS = "flips %"
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class Row:
     precision: str
     cells: dict[Column, Cell] = field(default_factory=dict)
     is_base: bool = False
+    flips: float | None = None  # % of documents whose answer differs from the base run's
+    flip_docs: int = 0  # documents compared
 
     @property
     def label(self) -> str:
@@ -76,7 +83,7 @@ class Leaderboard:
         out = ["model", "precision"]
         for col in self.columns:
             out += [col.label, f"{col.label} drop", f"{col.label} drop %"]
-        return out
+        return [*out, FLIPS]
 
     def records(self, digits: int | None = 2) -> list[list[str]]:
         """Table body as text; missing values and drops are ``-``."""
@@ -93,6 +100,7 @@ class Leaderboard:
                         _num(cell.drop, digits),
                         _num(cell.rel_drop, digits),
                     ]
+            line.append(_num(row.flips, digits))
             body.append(line)
         return body
 
@@ -223,6 +231,7 @@ def build_leaderboard(
             row.is_base = (row.model, row.precision) == (base_run["model"], base_run["precision"])
             for col, cell in row.cells.items():
                 _set_drop(cell, base_values.get((col.task, col.metric)), col)
+            _set_flips(store, row, {c.task: base_run["run_id"] for c in row.cells})
     else:
         for row in rows.values():
             row.is_base = row.precision == base
@@ -232,6 +241,7 @@ def build_leaderboard(
             for col, cell in row.cells.items():
                 ref_cell = ref.cells.get(col)
                 _set_drop(cell, ref_cell.value if ref_cell else None, col)
+            _set_flips(store, row, {c.task: cell.run_id for c, cell in ref.cells.items()})
         no_base = sorted({r.model for r in rows.values() if (r.model, base) not in rows})
         if no_base and any(p == base for _, p in rows):  # else _resolve_base said it already
             notes.append(f"no {base} run for {', '.join(no_base)}: drops shown as '-'")
@@ -245,6 +255,34 @@ def build_leaderboard(
         rows=ordered,
         notes=notes,
     )
+
+
+def _answers(store: ResultsStore, run_id: str, task: str) -> dict[str, str | None]:
+    """doc id -> extracted answer (the raw output when nothing was extracted) of one run."""
+    rows = store.db.query(
+        "select d.doc_id, s.answer, s.raw_output from run_docs d join samples s "
+        "on s.cache_key = d.cache_key where d.run_id = ? and d.task = ?",
+        [run_id, task],
+    )
+    return {r["doc_id"]: r["answer"] if r["answer"] is not None else r["raw_output"] for r in rows}
+
+
+def _set_flips(store: ResultsStore, row: Row, base_runs: dict[str, str]) -> None:
+    """``row.flips``: answers that differ from the base run's, over the row's plain tasks."""
+    changed = compared = 0
+    for col, cell in row.cells.items():
+        base_run = base_runs.get(col.task)
+        if col.is_group or base_run is None:
+            continue
+        if base_run == cell.run_id:
+            mine = base = _answers(store, cell.run_id, col.task)
+        else:
+            mine, base = _answers(store, cell.run_id, col.task), _answers(store, base_run, col.task)
+        common = mine.keys() & base.keys()
+        compared += len(common)
+        changed += sum(mine[d] != base[d] for d in common)
+    if compared:
+        row.flips, row.flip_docs = 100.0 * changed / compared, compared
 
 
 def _set_drop(cell: Cell, base: float | None, col: Column) -> None:

@@ -128,7 +128,7 @@ def _drops(base: float, value: float) -> tuple[str, str]:
 
 
 # -- tests --------------------------------------------------------------------------------------
-def test_markdown_primary_metric_and_drops(board_db, capsys):
+def test_markdown_primary_metric_and_drops(board_db, reference, capsys):
     db, expected = board_db
     capsys.readouterr()
     assert main(["leaderboard", "--db", str(db)]) == 0
@@ -137,7 +137,7 @@ def test_markdown_primary_metric_and_drops(board_db, capsys):
     cols = ["pope_adversarial/f1", "pope_popular/f1", "pope_random/f1", "pope/f1"]  # group last
     assert header == ["model", "precision"] + [
         h for c in cols for h in (c, f"{c} drop", f"{c} drop %")
-    ]
+    ] + ["flips %"]
     assert rule[0] == "---" and len(rule) == len(header)
     assert [r[:2] for r in rows] == [[MODEL, "fp16"], [MODEL, "int4"], [OTHER, "int4"]]
     fp16, int4, other = rows
@@ -149,11 +149,18 @@ def test_markdown_primary_metric_and_drops(board_db, capsys):
         assert base - cand > 5  # a real drop: one 'Yes' in seven became 'No'
     mean_base = sum(expected["fp16"][s]["f1"] for s in SPLITS) / 3
     mean_cand = sum(expected["int4"][s]["f1"] for s in SPLITS) / 3
-    assert int4[-3:] == [f"{mean_cand:.2f}", *_drops(mean_base, mean_cand)]
-    assert fp16[-3] == f"{mean_base:.2f}"
+    assert int4[-4:-1] == [f"{mean_cand:.2f}", *_drops(mean_base, mean_cand)]
+    assert fp16[-4] == f"{mean_base:.2f}"
+    # flips: the answers the perturbation changed, over every document of the three splits
+    in_splits = set().union(*(labels_by_question(reference / "pope", sp) for sp in SPLITS))
+    answers = read_answers(reference / "pope" / "answers.jsonl")
+    scored = [r for r in answers if r["question_id"] in in_splits]
+    changed = sum(r["text"] == "Yes" and every_seventh(r) for r in scored)
+    assert 0 < changed < len(scored)
+    assert (fp16[-1], int4[-1]) == ("0.00", f"{100 * changed / len(scored):.2f}")
     # A model with no fp16 run: its value, and '-' for the drops and the tasks it never ran.
     assert other[2:11] == ["-"] * 6 + [f"{expected['int4']['random']['f1']:.2f}", "-", "-"]
-    assert other[-3:] == ["-", "-", "-"]
+    assert other[-4:] == ["-", "-", "-", "-"]
     assert f"no fp16 run for {OTHER}" in text
 
 
@@ -168,7 +175,7 @@ def test_csv_with_another_metric(board_db, tmp_path, capsys):
         h
         for c in ("pope_random/accuracy", "pope_adversarial/accuracy")
         for h in (c, f"{c} drop", f"{c} drop %")
-    ]
+    ] + ["flips %"]
     by_key = {(r["model"], r["precision"]): r for r in rows}
     for split in ("random", "adversarial"):
         col = f"pope_{split}/accuracy"
@@ -305,7 +312,7 @@ def test_latest_complete_run_per_task_and_lower_is_better(tmp_path):
     assert int4.cells[asr].drop == pytest.approx(2.0)  # word error rate went up: a drop
     assert int4.cells[asr].rel_drop == pytest.approx(20.0)
     int4_line = render(board).splitlines()[3]
-    assert int4_line == "| m | int4 | 12.00 | 2.00 | 20.00 | 79.50 | 2.50 | 3.05 |"
+    assert int4_line == "| m | int4 | 12.00 | 2.00 | 20.00 | 79.50 | 2.50 | 3.05 | - |"
 
     by_run = build_leaderboard(store, base=old[:6])  # a run id prefix as the base
     assert by_run.base_run == old
