@@ -326,6 +326,20 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--quant-cache", type=Path, help="reuse searched scales/codes from here")
+    _add_calibration_flags(p)
+    p.add_argument("--data-root", type=Path, help="folder holding --calib-tasks' files")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
+    p.set_defaults(fn=cmd_quantize)
+
+    p = sub.add_parser("toy-data", help="write the synthetic world's mini benchmarks to a folder")
+    p.add_argument("--out", required=True)
+    p.set_defaults(fn=cmd_toy_data)
+
+    _add_run_parser(sub, add_judge_flags)
+
+
+def _add_calibration_flags(p: argparse.ArgumentParser) -> None:
+    """Where a quant recipe's search comes from: calibration tasks, or a dump of a past search."""
     p.add_argument(
         "--quant-dump",
         type=Path,
@@ -344,15 +358,6 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
         help="calibrate on these tasks' images + prompts (implies image_text calibration; "
         "use documents you do not report)",
     )
-    p.add_argument("--data-root", type=Path, help="folder holding --calib-tasks' files")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
-    p.set_defaults(fn=cmd_quantize)
-
-    p = sub.add_parser("toy-data", help="write the synthetic world's mini benchmarks to a folder")
-    p.add_argument("--out", required=True)
-    p.set_defaults(fn=cmd_toy_data)
-
-    _add_run_parser(sub, add_judge_flags)
 
 
 def _add_run_parser(sub: Any, add_judge_flags: Any) -> None:
@@ -371,24 +376,7 @@ def _add_run_parser(sub: Any, add_judge_flags: Any) -> None:
         type=Path,
         help="save searched scales/codes here and reuse them (env HARNESS_QUANT_CACHE)",
     )
-    p.add_argument(
-        "--quant-dump",
-        type=Path,
-        metavar="DIR",
-        help="write the searched scales/codes to DIR (like llm-awq's --dump_awq)",
-    )
-    p.add_argument(
-        "--quant-load",
-        type=Path,
-        metavar="DIR",
-        help="use a --quant-dump result instead of searching (checked against recipe and weights)",
-    )
-    p.add_argument(
-        "--calib-tasks",
-        metavar="TASK[,TASK]",
-        help="calibrate on these tasks' images + prompts (implies image_text calibration; "
-        "use documents you do not report)",
-    )
+    _add_calibration_flags(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument(
         "--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp16, bf16, fp32"
