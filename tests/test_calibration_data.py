@@ -103,3 +103,24 @@ def test_run_with_calib_tasks_labels_the_precision(tmp_path, capsys):
     plain = ["run", "--model", "toy-llava", "--tasks", "pope_random-toy", "--no-db"]
     assert harness([*plain, "--calib-tasks", "gqa-toy"]) == 2
     assert "--calib-tasks needs --quant" in capsys.readouterr().err
+
+
+def test_quantize_cli_records_the_calibration_tasks(tmp_path):
+    import json
+
+    out = tmp_path / "ckpt"
+    argv = ["quantize", "--model", "toy-llava", "--quant", "gptq-w4g128-n2", "--out", str(out)]
+    argv += ["--calib-tasks", "vqav2-toy", "--device", "cpu", "--format", "compressed-tensors"]
+    assert harness([*argv, "--quant-dump", str(tmp_path / "dump")]) == 0
+    meta = json.loads((out / "harness_quant.json").read_text())
+    assert meta["recipe"]["calib_tasks"] == ["vqav2-toy"]
+    assert meta["recipe"]["calib_source"] == "image_text"
+    # the dump is loaded, not searched again, for the same recipe and calibration tasks
+    again = ["quantize", "--model", "toy-llava", "--quant", "gptq-w4g128-n2", "--device", "cpu"]
+    again += ["--calib-tasks", "vqav2-toy", "--out", str(tmp_path / "b"), "--format", "awq"]
+    assert harness([*again, "--quant-load", str(tmp_path / "dump")]) == 0
+    # without the calibration tasks it is another recipe: refused, nothing written
+    text_only = ["quantize", "--model", "toy-llava", "--quant", "gptq-w4g128-n2", "--device", "cpu"]
+    text_only += ["--out", str(tmp_path / "c"), "--quant-load", str(tmp_path / "dump")]
+    assert harness(text_only) == 2
+    assert not (tmp_path / "c").exists()
