@@ -193,30 +193,13 @@ def load_dump(path: str | Path, recipe: QuantRecipe, fingerprint: str) -> Quanti
 
 
 def quantize_adapter(
-    adapter: Any,
-    recipe_name: str,
-    *,
-    calib_tasks: Sequence[str] = (),
-    data_root: Path | None = None,
-    data_files: Mapping[str, Mapping[str, str]] | None = None,
-    cache_dir: str | Path | None = None,
-    dump: str | Path | None = None,
-    load: str | Path | None = None,
-    backend: str = "auto",
-    log: Callable[[str], None] | None = None,
+    adapter: Any, recipe_name: str, *, backend: str = "auto", **options: Any
 ) -> QuantizedModel:
-    """Quantize ``adapter.model`` in place by recipe; the adapter's fingerprint then names it."""
-    qmodel = compute_quantization(
-        adapter,
-        recipe_name,
-        calib_tasks=calib_tasks,
-        data_root=data_root,
-        data_files=data_files,
-        cache_dir=cache_dir,
-        dump=dump,
-        load=load,
-        log=log,
-    )
+    """Quantize ``adapter.model`` in place by recipe; the adapter's fingerprint then names it.
+
+    ``options``: the keyword arguments of :func:`compute_quantization` (calibration tasks
+    and data, cache, dump / load, log)."""
+    qmodel = compute_quantization(adapter, recipe_name, **options)
     qmodel.stats["install"] = install(adapter.model, qmodel, backend)
     # The fitted recipe (calibration length clamped to the model) is what ran.
     recipe = QuantRecipe.from_dict(qmodel.recipe)

@@ -222,6 +222,7 @@ def build_leaderboard(
                 row.cells[col] = Cell(value=r["value"], run_id=r["run_id"])
 
     notes: list[str] = []
+    answers = _AnswerCache(store)
     base_run = _resolve_base(store, base, notes)
     if base_run is not None:
         base_values = {
@@ -231,7 +232,7 @@ def build_leaderboard(
             row.is_base = (row.model, row.precision) == (base_run["model"], base_run["precision"])
             for col, cell in row.cells.items():
                 _set_drop(cell, base_values.get((col.task, col.metric)), col)
-            _set_flips(store, row, {c.task: base_run["run_id"] for c in row.cells})
+            _set_flips(answers, row, {c.task: base_run["run_id"] for c in row.cells})
     else:
         for row in rows.values():
             row.is_base = row.precision == base
@@ -241,7 +242,7 @@ def build_leaderboard(
             for col, cell in row.cells.items():
                 ref_cell = ref.cells.get(col)
                 _set_drop(cell, ref_cell.value if ref_cell else None, col)
-            _set_flips(store, row, {c.task: cell.run_id for c, cell in ref.cells.items()})
+            _set_flips(answers, row, {c.task: cell.run_id for c, cell in ref.cells.items()})
         no_base = sorted({r.model for r in rows.values() if (r.model, base) not in rows})
         if no_base and any(p == base for _, p in rows):  # else _resolve_base said it already
             notes.append(f"no {base} run for {', '.join(no_base)}: drops shown as '-'")
@@ -257,27 +258,36 @@ def build_leaderboard(
     )
 
 
-def _answers(store: ResultsStore, run_id: str, task: str) -> dict[str, str | None]:
-    """doc id -> extracted answer (the raw output when nothing was extracted) of one run."""
-    rows = store.db.query(
-        "select d.doc_id, s.answer, s.raw_output from run_docs d join samples s "
-        "on s.cache_key = d.cache_key where d.run_id = ? and d.task = ?",
-        [run_id, task],
-    )
-    return {r["doc_id"]: r["answer"] if r["answer"] is not None else r["raw_output"] for r in rows}
+class _AnswerCache:
+    """doc id -> extracted answer (the raw output when nothing was extracted) per run and
+    task, each read from the DB once (the base run's answers serve every row)."""
+
+    def __init__(self, store: ResultsStore) -> None:
+        self.store = store
+        self.read: dict[tuple[str, str], dict[str, str | None]] = {}
+
+    def __call__(self, run_id: str, task: str) -> dict[str, str | None]:
+        if (run_id, task) not in self.read:
+            rows = self.store.db.query(
+                "select d.doc_id, s.answer, s.raw_output from run_docs d join samples s "
+                "on s.cache_key = d.cache_key where d.run_id = ? and d.task = ?",
+                [run_id, task],
+            )
+            self.read[(run_id, task)] = {
+                r["doc_id"]: r["answer"] if r["answer"] is not None else r["raw_output"]
+                for r in rows
+            }
+        return self.read[(run_id, task)]
 
 
-def _set_flips(store: ResultsStore, row: Row, base_runs: dict[str, str]) -> None:
+def _set_flips(answers: _AnswerCache, row: Row, base_runs: dict[str, str]) -> None:
     """``row.flips``: answers that differ from the base run's, over the row's plain tasks."""
     changed = compared = 0
     for col, cell in row.cells.items():
         base_run = base_runs.get(col.task)
         if col.is_group or base_run is None:
             continue
-        if base_run == cell.run_id:
-            mine = base = _answers(store, cell.run_id, col.task)
-        else:
-            mine, base = _answers(store, cell.run_id, col.task), _answers(store, base_run, col.task)
+        mine, base = answers(cell.run_id, col.task), answers(base_run, col.task)
         common = mine.keys() & base.keys()
         compared += len(common)
         changed += sum(mine[d] != base[d] for d in common)

@@ -36,6 +36,7 @@ from .world import (
     SHAPES,
     WORDS,
     Motion,
+    Obj,
     Scene,
     Sign,
     join_words,
@@ -68,19 +69,37 @@ def _units(n_docs: int, per_unit: int) -> int:
 
 
 # -- question makers shared by several benchmarks -------------------------------------------
-def _unique_shape(rng: random.Random, scene: Scene) -> str | None:
+def _by_unique_shape(rng: random.Random, scene: Scene) -> Obj | None:
+    """An object whose shape occurs once in the scene (drawn with ``rng``), or None."""
     shapes = [s for s in SHAPES if scene.count(shape=s) == 1]
-    return rng.choice(shapes) if shapes else None
+    return scene.only(shape=rng.choice(shapes)) if shapes else None
 
 
-def _unique_color(rng: random.Random, scene: Scene) -> str | None:
+def _by_unique_color(rng: random.Random, scene: Scene) -> Obj | None:
+    """An object whose colour occurs once in the scene, or None."""
     colors = [c for c in COLORS if scene.count(color=c) == 1]
-    return rng.choice(colors) if colors else None
+    return scene.only(color=rng.choice(colors)) if colors else None
 
 
-def _unique_combo(rng: random.Random, scene: Scene) -> tuple[str, str] | None:
+def _by_unique_combo(rng: random.Random, scene: Scene) -> Obj | None:
+    """An object whose colour + shape occurs once in the scene, or None."""
     combos = [o.combo for o in scene.objects if scene.count(o.shape, o.color) == 1]
-    return rng.choice(combos) if combos else None
+    if not combos:
+        return None
+    color, shape = rng.choice(combos)
+    return scene.only(shape=shape, color=color)
+
+
+def _has_unique_shape(scene: Scene) -> bool:
+    return any(scene.count(shape=x) == 1 for x in SHAPES)
+
+
+def _has_unique_color(scene: Scene) -> bool:
+    return any(scene.count(color=x) == 1 for x in COLORS)
+
+
+def _has_unique_combo(scene: Scene) -> bool:
+    return any(scene.count(o.shape, o.color) == 1 for o in scene.objects)
 
 
 def _other(rng: random.Random, values: tuple[str, ...] | list[str], not_: str) -> str:
@@ -159,18 +178,16 @@ def gqa_question(rng: random.Random, scene: Scene) -> tuple[str, str, str, str] 
         ["color", "shape", "at_shape", "at_color", "verify", "choose", "logical", "compare"]
     )
     if kind == "color":
-        shape = _unique_shape(rng, scene)
-        if shape is None:
+        obj = _by_unique_shape(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=shape)
-        assert obj is not None
+        shape = obj.shape
         return f"What color is the {shape}?", obj.color, "query", "attr"
     if kind == "shape":
-        color = _unique_color(rng, scene)
-        if color is None:
+        obj = _by_unique_color(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(color=color)
-        assert obj is not None
+        color = obj.color
         return f"What shape is the {color} object?", obj.shape, "query", "attr"
     if kind in ("at_shape", "at_color"):
         obj = rng.choice(scene.objects)
@@ -188,11 +205,10 @@ def gqa_question(rng: random.Random, scene: Scene) -> tuple[str, str, str, str] 
             shape = _other(rng, SHAPES, here.shape) if here else rng.choice(SHAPES)
         return f"Is there a {shape} at the {POSITIONS[cell]}?", answer, "verify", "rel"
     if kind == "choose":
-        shape = _unique_shape(rng, scene)
-        if shape is None:
+        obj = _by_unique_shape(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=shape)
-        assert obj is not None
+        shape = obj.shape
         pair = [obj.color, _other(rng, list(COLORS), obj.color)]
         rng.shuffle(pair)
         return f"Is the {shape} {pair[0]} or {pair[1]}?", obj.color, "choose", "attr"
@@ -297,17 +313,15 @@ def vqa_question(rng: random.Random, scene: Scene) -> tuple[str, str, str, str] 
         answer = "yes" if scene.count(shape=shape) else "no"
         return f"Are there any {PLURALS[shape]}?", answer, "yes/no", "are there"
     if kind == "color":
-        shape = _unique_shape(rng, scene)
-        if shape is None:
+        obj = _by_unique_shape(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=shape)
-        assert obj is not None
+        shape = obj.shape
         return f"What color is the {shape}?", obj.color, "other", "what color is the"
-    color = _unique_color(rng, scene)
-    if color is None:
+    obj = _by_unique_color(rng, scene)
+    if obj is None:
         return None
-    obj = scene.only(color=color)
-    assert obj is not None
+    color = obj.color
     return f"What shape is the {color} object?", obj.shape, "other", "what shape is the"
 
 
@@ -417,28 +431,25 @@ def sqa_problem(rng: random.Random, scene: Scene) -> tuple[str, list[str], int, 
     kind = rng.choice(["shape", "color", "count", "where"])
     k = rng.randint(2, 4)
     if kind == "shape":
-        color = _unique_color(rng, scene)
-        if color is None:
+        obj = _by_unique_color(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(color=color)
-        assert obj is not None
+        color = obj.color
         question, right, pool = f"Which shape is {color}?", obj.shape, list(SHAPES)
     elif kind == "color":
-        shape = _unique_shape(rng, scene)
-        if shape is None:
+        obj = _by_unique_shape(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=shape)
-        assert obj is not None
+        shape = obj.shape
         question, right, pool = f"What color is the {shape}?", obj.color, list(COLORS)
     elif kind == "count":
         right = NUMBER_WORDS[len(scene.objects)]
         question, pool = "How many objects are in the picture?", list(NUMBER_WORDS[1:])
     else:
-        combo = _unique_combo(rng, scene)
-        if combo is None:
+        obj = _by_unique_combo(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=combo[1], color=combo[0])
-        assert obj is not None
+        combo = obj.combo
         question, right, pool = f"Where is the {name(combo)}?", obj.position, list(POSITIONS)
     choices = [right] + rng.sample([p for p in pool if p != right], k - 1)
     rng.shuffle(choices)
@@ -532,30 +543,22 @@ def mme_pair(rng: random.Random, category: str, heldout: bool) -> tuple[Any, str
         wrong = rng.choice([m for m in range(1, 5) if m != n])
         return scene, _count_question(shape, n), _count_question(shape, wrong)
     if category == "position":
-        scene = sample_scene(rng, heldout, 1, 4, accept=lambda s: _has_unique_combo(s))
-        combo = _unique_combo(rng, scene)
-        assert combo is not None
-        obj = scene.only(shape=combo[1], color=combo[0])
+        scene = sample_scene(rng, heldout, 1, 4, accept=_has_unique_combo)
+        obj = _by_unique_combo(rng, scene)
         assert obj is not None
+        combo = obj.combo
         side = obj.column if rng.random() < 0.5 else obj.row
         return scene, _side_question(combo, side), _side_question(combo, OPPOSITE[side])
-    scene = sample_scene(
-        rng, heldout, 1, 4, accept=lambda s: any(s.count(shape=x) == 1 for x in SHAPES)
-    )
-    shape = _unique_shape(rng, scene)
-    assert shape is not None
-    obj = scene.only(shape=shape)
+    scene = sample_scene(rng, heldout, 1, 4, accept=_has_unique_shape)
+    obj = _by_unique_shape(rng, scene)
     assert obj is not None
+    shape = obj.shape
     wrong = _other(rng, list(COLORS), obj.color)
     return (
         scene,
         f"Is the {shape} in this image {obj.color}?",
         f"Is the {shape} in this image {wrong}?",
     )
-
-
-def _has_unique_combo(scene: Scene) -> bool:
-    return any(scene.count(o.shape, o.color) == 1 for o in scene.objects)
 
 
 def write_mme(root: Path, rng: random.Random, heldout: bool, n_docs: int) -> None:
@@ -624,31 +627,24 @@ def mmbench_question(rng: random.Random, heldout: bool) -> tuple[Any, str, list[
         others = rng.sample([w for w in WORDS if w != sign.word], 3)
         return sign, "Which word is written on the sign?", [sign.word, *others], "ocr", instance
     if kind == "color":
-        scene = sample_scene(
-            rng, heldout, 1, 4, accept=lambda s: any(s.count(shape=x) == 1 for x in SHAPES)
-        )
-        shape = _unique_shape(rng, scene)
-        assert shape is not None
-        obj = scene.only(shape=shape)
+        scene = sample_scene(rng, heldout, 1, 4, accept=_has_unique_shape)
+        obj = _by_unique_shape(rng, scene)
         assert obj is not None
+        shape = obj.shape
         options = [obj.color] + [c for c in COLORS if c != obj.color]
         return scene, f"What color is the {shape}?", options, "attribute_recognition", instance
     if kind == "shape":
-        scene = sample_scene(
-            rng, heldout, 1, 4, accept=lambda s: any(s.count(color=x) == 1 for x in COLORS)
-        )
-        color = _unique_color(rng, scene)
-        assert color is not None
-        obj = scene.only(color=color)
+        scene = sample_scene(rng, heldout, 1, 4, accept=_has_unique_color)
+        obj = _by_unique_color(rng, scene)
         assert obj is not None
+        color = obj.color
         options = [obj.shape] + [s for s in SHAPES if s != obj.shape]
         question = f"What shape is the {color} object?"
         return scene, question, options, "attribute_recognition", instance
     scene = sample_scene(rng, heldout, 1, 4, accept=_has_unique_combo)
-    combo = _unique_combo(rng, scene)
-    assert combo is not None
-    obj = scene.only(shape=combo[1], color=combo[0])
+    obj = _by_unique_combo(rng, scene)
     assert obj is not None
+    combo = obj.combo
     options = [obj.position] + [p for p in POSITIONS if p != obj.position]
     return scene, f"Where is the {name(combo)}?", options, "object_localization", instance
 
@@ -775,11 +771,10 @@ def quilt_question(rng: random.Random, scene: Scene) -> tuple[str, str, str] | N
             "detail",
         )
     if kind == "color":
-        shape = _unique_shape(rng, scene)
-        if shape is None:
+        obj = _by_unique_shape(rng, scene)
+        if obj is None:
             return None
-        obj = scene.only(shape=shape)
-        assert obj is not None
+        shape = obj.shape
         return (
             f"What color is the {shape} in this image?",
             f"The {shape} in this image is {obj.color}.",
