@@ -106,3 +106,7 @@ def test_quant_dump_and_load_skip_the_search_and_check_what_they_hold(tiny, tmp_
         quantize_adapter(other, "gptq-w4g32-n4-s32", load=tmp_path / "dump")
     with pytest.raises(HarnessError, match="--quant-load .*missing"):
         quantize_adapter(load(root), "gptq-w4g32-n4-s32", load=tmp_path / "missing")
+    weights = tmp_path / "dump" / "quantized.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    with pytest.raises(HarnessError, match="not a readable quantization dump"):
+        quantize_adapter(load(root), "gptq-w4g32-n4-s32", load=tmp_path / "dump")
