@@ -24,6 +24,7 @@ from harness.tasks.toy.training import (
     KIND_TASKS,
     TOY_TASKS,
     answer_of,
+    lookup_questions,
     training_samples,
     vocabulary_texts,
 )
@@ -340,6 +341,26 @@ def test_training_samples_contract(loaded):
     assert all(s.prompt.startswith("Describe the") for s in align)
     with pytest.raises(ValueError):
         training_samples("pretrain", 5, seed=0)
+
+
+def test_lookup_questions_name_the_option_their_letter_points_to():
+    a = lookup_questions(200, random.Random(4))
+    assert [(q.prompt, q.answer) for q in a] == [
+        (q.prompt, q.answer) for q in lookup_questions(200, random.Random(4))
+    ]
+    sizes = set()
+    for q in a:
+        lines = q.prompt.split("\n")
+        assert lines[-1] == "Answer with the option's letter from the given choices directly."
+        asked = lines[0].removeprefix("Which option is ").removesuffix("?")
+        options = dict(line.split(". ", 1) for line in lines[1:-1])
+        assert list(options) == [chr(65 + i) for i in range(len(options))]
+        assert options[q.answer] == asked
+        assert len(set(options.values())) == len(options)
+        sizes.add(len(options))
+        assert q.images == [] and q.kind == "lookup"
+    assert sizes == {2, 3, 4}
+    assert len({q.answer for q in a}) == 4
 
 
 def test_training_prompts_have_the_evaluation_form(loaded):

@@ -104,6 +104,54 @@ def test_encoding_masks_prompt_and_matches_inference_prompt():
     assert tok.decode(answer, skip_special_tokens=True).strip() == "red"
 
 
+def test_option_letter_loss_labels_the_letters_that_open_options():
+    tok = tm.build_tokenizer(["A picture. Which option is red? A. red B. blue C. green letter."])
+    proc = tm.build_processor(tok, MICRO)
+    text = "A picture.\nWhich option is red?\nA. red\nB. blue\nC. green\nAnswer: letter."
+    template = get_template("llava_hf")
+    plain = ls.encode_example(proc, template, text, "A", [])
+    letters = ls.encode_example(proc, template, text, "A", [], option_letter_loss=True)
+    assert torch.equal(plain.input_ids, letters.input_ids)
+    extra = (letters.labels != ls.IGNORE_INDEX) & (plain.labels == ls.IGNORE_INDEX)
+    # the option letters, not "A picture" and not the answer (labelled in both)
+    assert tok.convert_ids_to_tokens(letters.input_ids[extra].tolist()) == ["A", "B", "C"]
+    assert torch.equal(letters.labels[extra], letters.input_ids[extra])
+    answer = plain.labels != ls.IGNORE_INDEX
+    assert torch.equal(letters.labels[answer], plain.labels[answer])
+    # "E" is not in this vocabulary: "E." (an <unk> and a dot) is not an option letter
+    unknown = ls.encode_example(proc, template, "E. red", "A", [], option_letter_loss=True)
+    assert (unknown.labels != ls.IGNORE_INDEX).sum() == 2  # the answer and EOS only
+
+
+class _Always(torch.nn.Module):
+    """A stand-in model whose greedy next token is always ``token``."""
+
+    def __init__(self, token: int, vocab: int) -> None:
+        super().__init__()
+        self.token, self.vocab, self.seen = token, vocab, []
+
+    def forward(self, input_ids, pixel_values=None):
+        self.seen.append(input_ids.shape[1])
+        logits = torch.zeros(1, input_ids.shape[1], self.vocab)
+        logits[..., self.token] = 1.0
+        return type("Out", (), {"logits": logits})
+
+
+def test_answer_accuracy_scores_the_first_completion_token():
+    tok = tm.build_tokenizer(["Which option is red? A. red B. blue letter."])
+    proc = tm.build_processor(tok, MICRO)
+    template = get_template("llava_hf")
+    text = "Which option is red?\nA. red\nB. blue\nletter."
+    right = ls.encode_example(proc, template, text, "A", [], option_letter_loss=True)
+    wrong = ls.encode_example(proc, template, text, "B", [], option_letter_loss=True)
+    model = _Always(tok.convert_tokens_to_ids("A"), len(tok))
+    assert ls.answer_accuracy(model, [right, wrong, right]) == pytest.approx(2 / 3)
+    # the prompt's labelled option letters are not taken for the answer: the model sees
+    # the whole prompt, up to the completion
+    prompt_len = len(right) - 2  # completion: "A", EOS
+    assert model.seen == [prompt_len] * 3
+
+
 def test_padding_side_does_not_change_the_loss():
     tok, proc, model = _micro()
     batch = _encoded(proc)[:6]

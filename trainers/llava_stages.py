@@ -13,7 +13,9 @@ Data path, identical to inference so train and eval prompts match exactly:
   expanded into the image tokens) and ``pixel_values``;
 * the completion ``" {answer}{eos}"`` is tokenised on its own and appended;
   the loss is taken on the completion tokens only (prompt and padding are
-  labelled -100).
+  labelled -100), except, when asked (``option_letter_loss``), on the letters
+  that open multiple-choice options in the prompt (``A`` of ``A. red``): an
+  auxiliary language-modelling signal, see :func:`option_letter_positions`.
 
 Batches are padded on either side with position ids computed from the
 attention mask exactly as ``generate`` computes them, so the padding side does
@@ -109,6 +111,28 @@ class StageStats:
 
 
 # -- data ------------------------------------------------------------------------------------
+OPTION_LETTERS = "ABCDEFGH"
+
+
+def option_letter_positions(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Mask of the tokens in ``ids`` that are an option letter followed by ``.``.
+
+    Predicting the next option's letter (``B`` after ``A. red``) needs the letter of
+    the option being read, which is exactly what answering with "the option's letter"
+    needs at the content of the right option. A model whose language model was never
+    pretrained (toy-llava) otherwise has no reason to carry that letter along, and the
+    answer-only loss sits on a long plateau at chance (``benchmarks/mc_lookup_probe.py``).
+    """
+    ids_of = tokenizer.convert_tokens_to_ids(list(OPTION_LETTERS))
+    # letters missing from the vocabulary map to <unk>, which must not count as a letter
+    letters = torch.tensor([i for i in ids_of if i != tokenizer.unk_token_id])
+    dot = tokenizer.convert_tokens_to_ids(".")
+    mask = torch.zeros_like(ids, dtype=torch.bool)
+    if ids.numel() > 1:
+        mask[:-1] = torch.isin(ids[:-1], letters) & (ids[1:] == dot)
+    return mask
+
+
 def encode_example(
     processor: Any,
     template: ChatTemplate,
@@ -117,8 +141,13 @@ def encode_example(
     images: Sequence[Any],
     *,
     image_token: str = "<image>",
+    option_letter_loss: bool = False,
 ) -> Encoded:
-    """Prompt (through the processor, as at inference) + completion with masked labels."""
+    """Prompt (through the processor, as at inference) + completion with masked labels.
+
+    ``option_letter_loss`` also labels the prompt's option letters
+    (:func:`option_letter_positions`).
+    """
     tokenizer = processor.tokenizer
     prompt, completion = template.training_pair(
         text, answer, tokenizer.eos_token, [image_token] * len(images)
@@ -131,7 +160,11 @@ def encode_example(
     if answer_ids.numel() == 0 or int(answer_ids[-1]) != tokenizer.eos_token_id:
         raise ValueError(f"completion {completion!r} does not end in the EOS token")
     input_ids = torch.cat([prompt_ids, answer_ids])
-    labels = torch.cat([torch.full_like(prompt_ids, IGNORE_INDEX), answer_ids])
+    prompt_labels = torch.full_like(prompt_ids, IGNORE_INDEX)
+    if option_letter_loss:
+        letters = option_letter_positions(tokenizer, prompt_ids)
+        prompt_labels[letters] = prompt_ids[letters]
+    labels = torch.cat([prompt_labels, answer_ids])
     pixel_values = inputs.get("pixel_values")
     if pixel_values is None:
         pixel_values = torch.zeros(0)
@@ -155,9 +188,17 @@ class EncodedSamples(Sequence[Encoded]):
     ``lengths`` is a sort key for batching (images first, then text length).
     """
 
-    def __init__(self, processor: Any, template: ChatTemplate, samples: Sequence[Any]) -> None:
+    def __init__(
+        self,
+        processor: Any,
+        template: ChatTemplate,
+        samples: Sequence[Any],
+        *,
+        option_letter_loss: bool = False,
+    ) -> None:
         self.processor = processor
         self.template = template
+        self.option_letter_loss = option_letter_loss
         self.samples = list(samples)
         self.lengths = [
             len(s.images) * 100_000 + len(s.prompt) + len(s.answer) for s in self.samples
@@ -168,7 +209,14 @@ class EncodedSamples(Sequence[Encoded]):
 
     def __getitem__(self, index: int) -> Encoded:  # type: ignore[override]
         s = self.samples[index]
-        return encode_example(self.processor, self.template, s.prompt, s.answer, s.images)
+        return encode_example(
+            self.processor,
+            self.template,
+            s.prompt,
+            s.answer,
+            s.images,
+            option_letter_loss=self.option_letter_loss,
+        )
 
 
 def collate(
@@ -274,6 +322,31 @@ def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
     keep = target != IGNORE_INDEX
     logits = model.lm_head(hidden[:, :-1][keep])
     return nn.functional.cross_entropy(logits.float(), target[keep])
+
+
+@torch.no_grad()
+def answer_accuracy(model: nn.Module, data: Sequence[Encoded]) -> float:
+    """Share of examples whose first completion token is the model's greedy next token.
+
+    The completion starts at the last labelled run of tokens (so prompt tokens labelled
+    by ``option_letter_loss`` do not count); for one-token answers such as an option
+    letter this is the exact-match accuracy of greedy decoding.
+    """
+    was_training = model.training
+    model.eval()
+    right = 0
+    for example in data:
+        labelled = (example.labels != IGNORE_INDEX).nonzero().flatten().tolist()
+        start = labelled[-1]
+        while start - 1 in labelled:
+            start -= 1
+        inputs = {"input_ids": example.input_ids[None, :start]}
+        if example.pixel_values.numel():
+            inputs["pixel_values"] = example.pixel_values
+        logits = model(**inputs).logits[0, -1]
+        right += int(logits.argmax()) == int(example.input_ids[start])
+    model.train(was_training)
+    return right / max(1, len(data))
 
 
 # -- training ----------------------------------------------------------------------------------

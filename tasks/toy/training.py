@@ -29,7 +29,16 @@ from harness.task import Doc, Task, get_task
 
 from .benchmarks import LEXICON, WRITERS
 from .data import benchmark_of
-from .world import sample_motion, sample_scene, sample_sign, write_video
+from .world import (
+    COLORS,
+    NUMBER_WORDS,
+    POSITIONS,
+    SHAPES,
+    sample_motion,
+    sample_scene,
+    sample_sign,
+    write_video,
+)
 
 STAGES = ("align", "instruct")
 IMAGE_CAPTION_PROMPT = "Describe the image briefly."
@@ -144,6 +153,32 @@ def _caption_samples(
         picture = sample_scene(rng, False) if pick == "scene" else sample_sign(rng, False)
         images = [picture.render()] if with_visuals else []
         out.append(TrainingSample(images, IMAGE_CAPTION_PROMPT, picture.caption(), "caption"))
+    return out
+
+
+LOOKUP_POOLS: tuple[tuple[str, ...], ...] = (tuple(COLORS), SHAPES, POSITIONS, NUMBER_WORDS[1:])
+MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
+
+
+def lookup_questions(n: int, rng: random.Random, max_options: int = 4) -> list[TrainingSample]:
+    """Text-only multiple-choice questions that name the right option outright::
+
+        Which option is green?
+        A. red
+        B. green
+        Answer with the option's letter from the given choices directly.   -> B
+
+    Only the option -> letter binding has to be learned (the layout of ScienceQA and
+    MMBench prompts: a letter, a dot, the option). The data of
+    ``benchmarks/mc_lookup_probe.py``; not part of toy-llava's training (README)."""
+    out = []
+    for _ in range(n):
+        choices = rng.sample(rng.choice(LOOKUP_POOLS), rng.randint(2, max_options))
+        right = rng.randrange(len(choices))
+        lines = [f"Which option is {choices[right]}?"]
+        lines += [f"{chr(65 + i)}. {choice}" for i, choice in enumerate(choices)]
+        lines.append(MC_INSTRUCTION)
+        out.append(TrainingSample([], "\n".join(lines), chr(65 + right), "lookup"))
     return out
 
 
