@@ -25,9 +25,9 @@ Measured on 2 CPU cores (about 20 s per chunk at 2 threads, 37 s at 1):
   on it for all of their 1500-2500 steps.
 * ``--option-letter-loss`` (also learn the prompt's option letters,
   ``llava_stages.option_letter_positions``): 4 layers, seeds 0 and 1, both left the plateau at
-  step 1750-2000 and reached 88.7% and 89.3% at step 3000; 3 layers, seed 0,
-  77% at step 3000. At lr 2e-3 and 3e-3 (3 layers) it was still at chance
-  after 2250 steps.
+  step 1250-1750 and reached 78.7% and 77.3% at step 3000. One-off runs with
+  3 layers (and a different vocabulary order): 77% at step 3000 at lr 1e-3,
+  still at chance after 2250 steps at lr 2e-3 and 3e-3.
 """
 
 from __future__ import annotations
