@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from harness.quantizers import awq as awq_mod
@@ -112,26 +113,37 @@ def quantize_model(
     the built-in deterministic source). With ``cache_dir`` the result is stored under
     ``cache_dir/<key of recipe hash + fingerprint>`` and loaded from there next time
     (``stats["cache"] == "hit"``); ``fingerprint`` defaults to ``model_fingerprint(model)``.
+    An entry that cannot be read (truncated, garbled) is searched again and overwritten
+    (``stats["cache"] == "replaced"``, the read error in ``stats["cache_error"]``).
     """
     recipe = parse_recipe(recipe)
+    say = log or (lambda _m: None)
     cache_path = None
+    unreadable = None
     if cache_dir is not None:
         fingerprint = fingerprint or model_fingerprint(model)
         cache_path = Path(cache_dir) / cache_key(recipe, fingerprint)
         if (cache_path / META_FILE).is_file():
-            qmodel = load_quantized(cache_path)
-            if qmodel.recipe != recipe.to_dict():
-                raise RuntimeError(f"quant cache {cache_path} holds a different recipe")
-            qmodel.stats["cache"] = "hit"
-            qmodel.stats["cache_path"] = str(cache_path)
-            return qmodel
+            try:
+                qmodel = load_quantized(cache_path)
+            except (OSError, ValueError, KeyError, SafetensorError) as exc:
+                unreadable = f"{type(exc).__name__}: {exc}"
+                say(f"quant cache {cache_path} is unreadable ({unreadable}); searching again")
+            else:
+                if qmodel.recipe != recipe.to_dict():
+                    raise RuntimeError(f"quant cache {cache_path} holds a different recipe")
+                qmodel.stats["cache"] = "hit"
+                qmodel.stats["cache_path"] = str(cache_path)
+                return qmodel
     started = time.perf_counter()
-    qmodel = _quantize(model, recipe, calib_inputs, tokenizer, texts, log or (lambda _m: None))
+    qmodel = _quantize(model, recipe, calib_inputs, tokenizer, texts, say)
     qmodel.stats["seconds"] = time.perf_counter() - started
     if cache_path is not None:
         qmodel.stats["fingerprint"] = fingerprint
         save_quantized(qmodel, cache_path)
-        qmodel.stats["cache"] = "miss"
+        qmodel.stats["cache"] = "miss" if unreadable is None else "replaced"
+        if unreadable is not None:
+            qmodel.stats["cache_error"] = unreadable
         qmodel.stats["cache_path"] = str(cache_path)
     return qmodel
 

@@ -8,6 +8,7 @@ outlier channels, so its Linear inputs have activation outliers as real LLMs do.
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ from harness.quantizers import (
     text_calibration,
 )
 from harness.quantizers import awq as awq_mod
+from harness.quantizers.apply import WEIGHTS_FILE
 from harness.quantizers.calibration import CalibrationSet, layer_output
 from harness.quantizers.modules import llama_scale_groups
 
@@ -610,6 +612,25 @@ def test_cache_second_run_loads(llava, calib, tmp_path, monkeypatch):
     # another fingerprint or recipe misses (and would search)
     with pytest.raises(AssertionError, match="searched again"):
         quantize_model(llava, recipe, calib, cache_dir=tmp_path, fingerprint="tiny-llava-v2")
+
+
+def test_unreadable_cache_entry_is_searched_again_and_replaced(llava, calib, tmp_path):
+    recipe = "rtn-w4g32"
+    first = quantize_model(llava, recipe, calib, cache_dir=tmp_path, fingerprint="v1")
+    weights = Path(first.stats["cache_path"]) / WEIGHTS_FILE
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a write cut short
+    seen = []
+    again = quantize_model(
+        llava, recipe, calib, cache_dir=tmp_path, fingerprint="v1", log=seen.append
+    )
+    assert again.stats["cache"] == "replaced" and again.stats["cache_error"]
+    assert any("unreadable" in line for line in seen)
+    assert weights.read_bytes() == whole  # rewritten (RTN is deterministic)
+    third = quantize_model(llava, recipe, calib, cache_dir=tmp_path, fingerprint="v1")
+    assert third.stats["cache"] == "hit"
+    for name, qw in first.weights.items():
+        assert torch.equal(qw.codes, third.weights[name].codes)
 
 
 def test_save_load_roundtrip_with_bias(tmp_path):
