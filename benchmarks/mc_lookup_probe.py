@@ -78,17 +78,11 @@ def main() -> None:
     processor = build_processor(tokenizer, spec)
     model = build_model(tokenizer, spec, seed=args.seed)
     train = lookup_questions(20000, random.Random(1 + args.seed), args.max_options)
+    template = get_template(TOY_LLAVA.template)
     held_out = EncodedSamples(
-        processor,
-        get_template(TOY_LLAVA.template),
-        lookup_questions(300, random.Random(2), args.max_options),
+        processor, template, lookup_questions(300, random.Random(2), args.max_options)
     )
-    data = EncodedSamples(
-        processor,
-        get_template(TOY_LLAVA.template),
-        train,
-        option_letter_loss=args.option_letter_loss,
-    )
+    data = EncodedSamples(processor, template, train, option_letter_loss=args.option_letter_loss)
     print(
         f"layers {args.layers}, heads {args.heads}, lr {args.lr}, up to {args.max_options} "
         f"options, option-letter loss {args.option_letter_loss}"

@@ -95,6 +95,22 @@ def _calib_tasks(args: argparse.Namespace) -> list[str]:
     return [t.strip() for t in (args.calib_tasks or "").split(",") if t.strip()]
 
 
+def _quant_options(
+    args: argparse.Namespace,
+    calib_tasks: list[str],
+    data_files: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of ``compute_quantization`` from the calibration and cache flags."""
+    return {
+        "calib_tasks": calib_tasks,
+        "data_root": args.data_root,
+        "data_files": data_files,
+        "cache_dir": args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE"),
+        "dump": args.quant_dump,
+        "load": args.quant_load,
+    }
+
+
 def precision_label(quant: str, calib_tasks: list[str]) -> str:
     """The run's precision: ``--quant``, plus the calibration tasks when given (they are
     not part of the recipe name but change the result)."""
@@ -152,16 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from harness.quantizers.runtime import quantize_adapter
 
         start = time.perf_counter()
-        cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
         qmodel = quantize_adapter(
-            model,
-            args.quant,
-            calib_tasks=calib_tasks,
-            data_root=args.data_root,
-            data_files=data_files,
-            cache_dir=cache,
-            dump=args.quant_dump,
-            load=args.quant_load,
+            model, args.quant, **_quant_options(args, calib_tasks, data_files)
         )
         quant_recipe, quant_hash = qmodel.recipe, model.info["quant"]["hash"]
         err_console.print(
@@ -266,16 +274,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         dtype=args.dtype,
     )
     start = time.perf_counter()
-    cache = args.quant_cache or os.environ.get("HARNESS_QUANT_CACHE")
-    qmodel = compute_quantization(
-        model,
-        args.quant,
-        calib_tasks=calib_tasks,
-        data_root=args.data_root,
-        cache_dir=cache,
-        dump=args.quant_dump,
-        load=args.quant_load,
-    )
+    qmodel = compute_quantization(model, args.quant, **_quant_options(args, calib_tasks))
     try:
         out = write_checkpoint(
             model.model,

@@ -109,8 +109,9 @@ def quantize_model(
     """Quantize ``model`` by ``recipe`` (name or ``QuantRecipe``); the model is not modified.
 
     Calibration: ``calib_inputs`` (model input dicts, e.g. image+text processor outputs,
-    a ``CalibrationSet``, or a function returning either, called only on a cache miss), else text blocks from ``tokenizer`` over ``texts`` (default:
-    the built-in deterministic source). With ``cache_dir`` the result is stored under
+    a ``CalibrationSet``, or a function returning either, called only on a cache miss),
+    else text blocks from ``tokenizer`` over ``texts`` (default: the built-in
+    deterministic source). With ``cache_dir`` the result is stored under
     ``cache_dir/<key of recipe hash + fingerprint>`` and loaded from there next time
     (``stats["cache"] == "hit"``); ``fingerprint`` defaults to ``model_fingerprint(model)``.
     An entry that cannot be read (truncated, garbled) is searched again and overwritten
@@ -126,8 +127,8 @@ def quantize_model(
         if (cache_path / META_FILE).is_file():
             try:
                 qmodel = load_quantized(cache_path)
-            except (OSError, ValueError, KeyError, SafetensorError) as exc:
-                unreadable = f"{type(exc).__name__}: {exc}"
+            except UnreadableQuantizedError as exc:
+                unreadable = str(exc)
                 say(f"quant cache {cache_path} is unreadable ({unreadable}); searching again")
             else:
                 if qmodel.recipe != recipe.to_dict():
@@ -336,10 +337,21 @@ def save_quantized(qmodel: QuantizedModel, directory: str | Path) -> Path:
     return directory
 
 
+class UnreadableQuantizedError(ValueError):
+    """A saved quantization result that cannot be read (missing, truncated or garbled)."""
+
+
 def load_quantized(directory: str | Path) -> QuantizedModel:
+    """Read what :func:`save_quantized` wrote; :class:`UnreadableQuantizedError` if it can't."""
+    try:
+        return _read_quantized(Path(directory))
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        raise UnreadableQuantizedError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _read_quantized(directory: Path) -> QuantizedModel:
     from safetensors.torch import load_file
 
-    directory = Path(directory)
     meta = json.loads((directory / META_FILE).read_text())
     if meta.get("format") != CACHE_FORMAT:
         raise ValueError(f"{directory}: unknown quant cache format {meta.get('format')!r}")

@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
 from torch import nn
 
 from harness.errors import HarnessError
 from harness.quantizers.apply import (
+    UnreadableQuantizedError,
     apply_fake_quant,
     load_quantized,
     quantize_model,
@@ -174,7 +174,7 @@ def load_dump(path: str | Path, recipe: QuantRecipe, fingerprint: str) -> Quanti
     """A ``--quant-dump`` result, refused unless it holds ``recipe`` for these weights."""
     try:
         qmodel = load_quantized(path)
-    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+    except UnreadableQuantizedError as exc:
         raise HarnessError(
             f"--quant-load {path}: not a readable quantization dump ({exc})"
         ) from exc

@@ -10,8 +10,9 @@ base, whatever the metric's direction. ``flips %`` is the share of documents
 whose extracted answer differs from the base run's answer on the same
 document, over the shown tasks (Dutta et al. 2024, "Accuracy is not all you
 need"): unlike a difference of accuracies it does not let gains on some
-documents hide losses on others, and it is far less noisy on small sets. Rendered as markdown, CSV or HTML;
-:func:`plot_drops` draws the drops as a PNG bar chart (matplotlib, optional).
+documents hide losses on others, and it is far less noisy on small sets.
+Rendered as markdown, CSV or HTML; :func:`plot_drops` draws the drops as a
+PNG bar chart (matplotlib, optional).
 """
 
 from __future__ import annotations

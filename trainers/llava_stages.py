@@ -328,18 +328,16 @@ def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.T
 def answer_accuracy(model: nn.Module, data: Sequence[Encoded]) -> float:
     """Share of examples whose first completion token is the model's greedy next token.
 
-    The completion starts at the last labelled run of tokens (so prompt tokens labelled
-    by ``option_letter_loss`` do not count); for one-token answers such as an option
+    The completion is the run of labelled tokens that ends the example (prompt tokens
+    labelled by ``option_letter_loss`` do not count); for one-token answers such as an option
     letter this is the exact-match accuracy of greedy decoding.
     """
     was_training = model.training
     model.eval()
     right = 0
     for example in data:
-        labelled = (example.labels != IGNORE_INDEX).nonzero().flatten().tolist()
-        start = labelled[-1]
-        while start - 1 in labelled:
-            start -= 1
+        # the completion is the labelled run that ends the sequence
+        start = int((example.labels == IGNORE_INDEX).nonzero()[-1]) + 1
         inputs = {"input_ids": example.input_ids[None, :start]}
         if example.pixel_values.numel():
             inputs["pixel_values"] = example.pixel_values
