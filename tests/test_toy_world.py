@@ -7,6 +7,7 @@ import io
 import json
 import random
 import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -361,6 +362,17 @@ def test_lookup_questions_name_the_option_their_letter_points_to():
         assert q.images == [] and q.kind == "lookup"
     assert sizes == {2, 3, 4}
     assert len({q.answer for q in a}) == 4
+
+
+def test_a_custom_mix_draws_only_its_kinds(loaded):
+    mc = training_samples("instruct", 40, seed=3, frames=1, mix={"scienceqa": 1, "mmbench": 1})
+    kinds = Counter(s.kind for s in mc)
+    assert set(kinds) == {"scienceqa", "mmbench"} and sum(kinds.values()) == 40
+    assert all(s.answer in "ABCD" and len(s.images) == 1 for s in mc)
+    again = training_samples("instruct", 40, seed=3, frames=1, mix={"scienceqa": 1, "mmbench": 1})
+    assert [(s.prompt, s.answer) for s in again] == [(s.prompt, s.answer) for s in mc]
+    with pytest.raises(ValueError, match="unknown kinds \\['lookup'\\]"):
+        training_samples("instruct", 4, seed=3, mix={"lookup": 1.0})
 
 
 def test_training_prompts_have_the_evaluation_form(loaded):

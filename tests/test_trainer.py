@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -182,6 +183,28 @@ def test_stage1_freeze_set_trains_only_the_projector():
     assert all(p.requires_grad for p in model.parameters())  # unfrozen again afterwards
 
 
+def test_tied_embeddings_train_as_one_parameter_and_reload_tied(tmp_path):
+    tok = tm.build_tokenizer(MicroWorld.vocabulary_texts())
+    spec = replace(MICRO, tie_word_embeddings=True)
+    proc, model = tm.build_processor(tok, spec), tm.build_model(tok, spec, seed=0)
+    embed = model.model.language_model.embed_tokens.weight
+    assert model.lm_head.weight is embed
+    untied = tm.build_model(tok, MICRO, seed=0)
+    n_untied = sum(p.numel() for p in untied.parameters())
+    assert sum(p.numel() for p in model.parameters()) == n_untied - embed.numel()
+    before = embed.detach().clone()
+    stage = ls.StageConfig("instruct", ls.PARTS, steps=2, batch_size=8, lr=1e-2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns on a parameter listed twice
+        stats = ls.train_stage(model, _encoded(proc), stage, pad_id=tok.pad_token_id, log=None)
+    assert stats.trainable_params == n_untied - embed.numel()
+    assert model.lm_head.weight is embed and not torch.equal(embed, before)
+    model.save_pretrained(tmp_path)
+    again = LlavaForConditionalGeneration.from_pretrained(tmp_path, dtype=torch.float32)
+    assert again.lm_head.weight is again.model.language_model.embed_tokens.weight
+    assert torch.equal(again.lm_head.weight, embed)
+
+
 def test_training_is_deterministic():
     results = []
     for _ in range(2):
@@ -235,6 +258,25 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
     assert torch.equal(inputs["input_ids"], inputs2["input_ids"])
     with torch.no_grad():
         assert torch.equal(logits, reloaded(**inputs2).logits)
+
+
+def test_recipe_option_letter_loss_reaches_instruction_tuning_only(tmp_path, monkeypatch):
+    from harness.trainers import recipes
+
+    seen = []
+
+    class Recording(ls.EncodedSamples):
+        def __init__(self, *args, **kwargs):
+            seen.append(kwargs.get("option_letter_loss", False))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "EncodedSamples", Recording)
+    tiny = dict(align_samples=8, align_steps=1, align_batch=4, instruct_samples=8)
+    tiny.update(instruct_steps=1, instruct_batch=4, warmup_steps=0, vision_samples=0)
+    for flag in (False, True):
+        recipe = replace(TOY_LLAVA, model=MICRO, instruct_option_letter_loss=flag, **tiny)
+        train_toy_llava(tmp_path / str(flag), log=None, recipe=recipe, data=MicroWorld)
+    assert seen == [False, False, False, True]  # (align, instruct) per run
 
 
 # -- the shipped model ---------------------------------------------------------------------------

@@ -366,7 +366,8 @@ def train_stage(
     for part, modules in model_parts(model).items():
         if part not in stage.trainable:
             continue
-        part_params = [p for m in modules for p in m.parameters()]
+        # unique: a tied lm_head is the embedding matrix, one parameter
+        part_params = list({id(p): p for m in modules for p in m.parameters()}.values())
         for decayed in (True, False):
             chosen = [p for p in part_params if (p.ndim >= 2) == decayed]
             if chosen:

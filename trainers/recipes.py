@@ -78,6 +78,9 @@ class ToyLlavaRecipe:
     instruct_steps: int = 6000
     instruct_batch: int = 32
     instruct_lr: float = 1e-3
+    # also learn the option letters of multiple-choice prompts (option_letter_positions);
+    # tried, not adopted (README, "Attempts at multiple choice")
+    instruct_option_letter_loss: bool = False
     warmup_steps: int = 30
     schedule: str = "cosine"
     min_lr_ratio: float = 0.05
@@ -174,7 +177,8 @@ def train_toy_llava(
         t0 = time.perf_counter()
         samples = data.training_samples(stage.name, n, seed=seed * 1000 + i, frames=recipe.frames)
         _check_round_trip(tokenizer, {s.answer for s in samples})
-        encoded = EncodedSamples(processor, template, samples)
+        letters = stage.name == "instruct" and recipe.instruct_option_letter_loss
+        encoded = EncodedSamples(processor, template, samples, option_letter_loss=letters)
         say(f"[{stage.name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
         result = train_stage(
             model,

@@ -77,6 +77,9 @@ class TinyLlavaSpec:
     text_intermediate: int = 384  # multiple of 128: every Linear quantizes at G128
     max_positions: int = 1024
     rope_theta: float = 10000.0
+    # lm_head shares the input embedding matrix (as in many small LMs;
+    # not LLaVA-1.5's Vicuna). Tried for toy-llava's multiple choice, not adopted (README).
+    tie_word_embeddings: bool = False
 
     @property
     def image_seq_length(self) -> int:
@@ -156,7 +159,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec) -> Lla
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
-        tie_word_embeddings=False,
+        tie_word_embeddings=spec.tie_word_embeddings,
     )
     config = LlavaConfig(
         vision_config=vision,
@@ -170,6 +173,8 @@ def build_config(tokenizer: PreTrainedTokenizerFast, spec: TinyLlavaSpec) -> Lla
     config.pad_token_id = tokenizer.pad_token_id
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id
+    # transformers' Llava ties lm_head to the embeddings by the top-level flag
+    config.tie_word_embeddings = spec.tie_word_embeddings
     return config
 
 

@@ -16,7 +16,7 @@ import math
 import random
 import tempfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -183,17 +183,26 @@ def lookup_questions(n: int, rng: random.Random, max_options: int = 4) -> list[T
 
 
 def _samples(
-    stage: str, n: int, seed: int, frames: int, with_visuals: bool
+    stage: str,
+    n: int,
+    seed: int,
+    frames: int,
+    with_visuals: bool,
+    mix: Mapping[str, float] | None = None,
 ) -> list[TrainingSample]:
     if stage not in STAGES:
         raise ValueError(f"stage should be one of {STAGES}, got {stage!r}")
     if n < 0 or frames < 1:
         raise ValueError("n must be >= 0 and frames >= 1")
+    mix = INSTRUCT_MIX if mix is None else mix
+    unknown = sorted(set(mix) - set(INSTRUCT_MIX))
+    if unknown:
+        raise ValueError(f"mix: unknown kinds {unknown} (known: {sorted(INSTRUCT_MIX)})")
     rng = random.Random(f"train:{stage}:{seed}")
     if stage == "align":
         counts = Counter({"caption": n})
     else:
-        counts = Counter(rng.choices(list(INSTRUCT_MIX), weights=list(INSTRUCT_MIX.values()), k=n))
+        counts = Counter(rng.choices(list(mix), weights=list(mix.values()), k=n))
     samples: list[TrainingSample] = []
     with tempfile.TemporaryDirectory(prefix="toy-train-") as tmp:
         scratch = Path(tmp)
@@ -216,16 +225,19 @@ def _samples(
     return samples
 
 
-def training_samples(stage: str, n: int, seed: int, frames: int = 4) -> list[TrainingSample]:
-    """``n`` samples of a training stage, deterministic in ``(stage, n, seed, frames)``.
+def training_samples(
+    stage: str, n: int, seed: int, frames: int = 4, mix: Mapping[str, float] | None = None
+) -> list[TrainingSample]:
+    """``n`` samples of a training stage, deterministic in ``(stage, n, seed, frames, mix)``.
 
     ``align``: captions of scenes, signs and videos ("Describe the image briefly." ->
     "a red circle at the top left and a blue star at the bottom right"). ``instruct``:
     every toy task kind (:data:`INSTRUCT_MIX`), prompts rendered by the toy tasks, plus
     some captions. Videos give ``frames`` frames sampled as the harness samples them.
-    No scene of the evaluation world can occur (disjoint hash buckets).
+    No scene of the evaluation world can occur (disjoint hash buckets). ``mix`` replaces
+    :data:`INSTRUCT_MIX` (kind -> share) for the ``instruct`` stage.
     """
-    return _samples(stage, n, seed, frames, with_visuals=True)
+    return _samples(stage, n, seed, frames, with_visuals=True, mix=mix)
 
 
 VOCAB_SEED = 7

@@ -1,0 +1,161 @@
+"""How far does each quant recipe move the model's answers? KL divergence from FP32.
+
+Accuracy on a few hundred documents moves by a point or two under W3/W4 on
+toy-llava, which is within its noise (README, toy leaderboard). This script
+measures the change itself, as Dutta et al. (2024, "Accuracy is not all you
+need") recommend next to flips: for held-out documents of the rule-scored toy
+tasks it takes the next-token distribution at the first answer position of the
+full-precision model and of each quantized model (same weights, the recipe's
+dequantized weights in place, fp32 activations so only weight quantization
+differs) and reports
+
+* ``KL``: mean / median / 95th percentile of KL(P_fp32 || P_quant) in nats,
+* ``top-1 agree``: share of documents whose greedy first token is unchanged,
+* ``KL vs RTN``: the recipe's mean KL over RTN's at the same bits and group size.
+
+It also prints, for every Linear of the language model, how uneven its input
+channels are (max / median of the per-channel mean ``|x|`` on the same
+documents): AWQ protects the few channels with large activations, so it can
+only gain where a few channels stand far above the rest, as outlier channels
+do in billion-parameter LLMs (the premise of AWQ and LLM.int8()).
+
+Searched scales are cached under ``--quant-cache`` (the same cache as
+``harness run --quant-cache``)::
+
+    python benchmarks/quant_divergence.py --n 400 --out quant-divergence.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from toy_leaderboard import RECIPES  # the leaderboard's rows (benchmarks/, next to this)
+
+from harness.models.loading import load_model
+from harness.quantizers.apply import apply_fake_quant
+from harness.quantizers.calibration_data import task_requests
+from harness.quantizers.recipe import parse_recipe
+from harness.quantizers.runtime import compute_quantization
+
+TASKS = "pope_random-toy,gqa-toy,vqav2-toy,textvqa-toy,mme-toy"
+
+
+@torch.no_grad()
+def first_token_logprobs(model: torch.nn.Module, inputs: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """[documents, vocab] log-probabilities of the first generated token (fp32)."""
+    rows = [torch.log_softmax(model(**x).logits[:, -1].float(), -1) for x in inputs]
+    return torch.cat(rows)
+
+
+@torch.no_grad()
+def channel_unevenness(
+    model: torch.nn.Module, inputs: Sequence[dict[str, Any]]
+) -> dict[str, float]:
+    """Per Linear of the language model: max / median of the mean |input| per channel."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook(name: str) -> Any:
+        def record(_module: Any, args: tuple[torch.Tensor, ...], _out: Any) -> None:
+            x = args[0].detach().float().reshape(-1, args[0].shape[-1]).abs()
+            sums[name] = sums.get(name, 0) + x.sum(0)
+            counts[name] = counts.get(name, 0) + x.shape[0]
+
+        return record
+
+    language = model.model.language_model
+    handles = [
+        module.register_forward_hook(hook(name))
+        for name, module in language.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    ]
+    try:
+        for x in inputs:
+            model(**x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    out = {}
+    for name, total in sums.items():
+        mean = total / counts[name]
+        out[name] = float(mean.max() / mean.median().clamp_min(1e-12))
+    return out
+
+
+def kl_divergence(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per-row KL(P_ref || P_other) of two [rows, vocab] log-probability tensors, in nats."""
+    return (ref.exp() * (ref - other)).sum(-1).clamp_min(0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="toy-llava")
+    parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--n", type=int, default=400, help="documents, spread over the tasks")
+    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--quant-cache", default="quant-cache")
+    parser.add_argument("--seed", type=int, default=0, help="which documents are drawn")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="also write the table here (markdown)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    adapter = load_model(args.model, device="cpu", dtype="fp32")
+    requests = task_requests(adapter, args.tasks.split(","), args.n, args.seed)
+    inputs = [dict(adapter.encode([r], [adapter.load_visuals(r)])) for r in requests]
+    base = adapter.model
+    ref = first_token_logprobs(base, inputs)
+    greedy = ref.argmax(-1)
+
+    rows: list[tuple[str, float, float, float, float, float]] = []
+    rtn_mean: dict[tuple[int, int], float] = {}
+    for name in [r for r in args.recipes.split(",") if r]:
+        start = time.perf_counter()
+        qmodel = compute_quantization(adapter, name, cache_dir=args.quant_cache)
+        quantized = apply_fake_quant(copy.deepcopy(base), qmodel)
+        logp = first_token_logprobs(quantized, inputs)
+        kl = kl_divergence(ref, logp)
+        agree = float((logp.argmax(-1) == greedy).float().mean())
+        recipe = parse_recipe(name)
+        key = (recipe.bits, recipe.group_size)
+        mean = float(kl.mean())
+        if recipe.method == "rtn":
+            rtn_mean[key] = mean
+        vs_rtn = mean / rtn_mean[key] if key in rtn_mean else float("nan")
+        p95 = float(kl.quantile(0.95))
+        rows.append((name, mean, float(kl.median()), p95, 100 * agree, vs_rtn))
+        print(f"{name}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
+
+    uneven = channel_unevenness(base, inputs[: min(len(inputs), 64)])
+    kinds: dict[str, list[float]] = {}
+    for name, ratio in uneven.items():
+        kinds.setdefault(name.rsplit(".", 1)[-1], []).append(ratio)
+    lines = [
+        "input channels, max / median of mean |x| over the layers: "
+        + ", ".join(f"{k} {min(v):.1f}-{max(v):.1f}" for k, v in kinds.items()),
+        "",
+        f"{args.model}, {len(inputs)} documents of {args.tasks}, first answer token, "
+        "KL(fp32 || quantized) in nats",
+        "",
+        "| recipe | KL mean | KL median | KL p95 | top-1 agree % | KL vs RTN |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, mean, median, p95, agree, vs_rtn in rows:
+        ratio = "" if vs_rtn != vs_rtn else f"{vs_rtn:.2f}"  # NaN: no RTN row before it
+        lines.append(f"| {name} | {mean:.4f} | {median:.5f} | {p95:.4f} | {agree:.1f} | {ratio} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
