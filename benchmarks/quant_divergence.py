@@ -22,16 +22,28 @@ do in billion-parameter LLMs (the premise of AWQ and LLM.int8()).
 Searched scales are cached under ``--quant-cache`` (the same cache as
 ``harness run --quant-cache``)::
 
-    python benchmarks/quant_divergence.py --n 400 --out quant-divergence.md
+    python benchmarks/quant_divergence.py --n 600 --out quant-divergence.md
+
+Any registered model and task works the same way; on a GPU, for example::
+
+    python benchmarks/quant_divergence.py --model llava-1.5-7b --device cuda --dtype fp16 \
+        --tasks gqa,pope --data-root /data --calib-tasks gqa \
+        --recipes rtn-w4g128,awq-w4g128,gptq-w4g128
+
+The reference log-probabilities are taken first; each recipe's dequantized
+weights are then written into the same model and the originals put back from
+a CPU copy, so the device holds one model.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import math
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,46 +105,115 @@ def kl_divergence(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     return (ref.exp() * (ref - other)).sum(-1).clamp_min(0.0)
 
 
+@dataclass(frozen=True)
+class Divergence:
+    recipe: str
+    kl_mean: float
+    kl_median: float
+    kl_p95: float
+    agree: float  # % of documents whose greedy first token is unchanged
+    vs_rtn: float  # kl_mean / RTN's at the same bits and group size (NaN before an RTN row)
+
+
+def divergence_rows(
+    adapter: Any,
+    inputs: Sequence[dict[str, Any]],
+    recipes: Sequence[str],
+    *,
+    calib_tasks: tuple[str, ...] = (),
+    data_root: Path | None = None,
+    cache_dir: str | Path | None = None,
+) -> list[Divergence]:
+    """KL from the adapter's own model for each recipe; the model is left as it was."""
+    base = adapter.model
+    ref = first_token_logprobs(base, inputs)
+    greedy = ref.argmax(-1)
+    # the full-precision weights, put back after each recipe (no second copy on the device)
+    original = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
+    rows: list[Divergence] = []
+    rtn_mean: dict[tuple[int, int], float] = {}
+    for name in recipes:
+        start = time.perf_counter()
+        recipe = parse_recipe(name)
+        qmodel = compute_quantization(
+            adapter,
+            name,
+            calib_tasks=calib_tasks if recipe.needs_calibration else (),
+            data_root=data_root,
+            cache_dir=cache_dir,
+        )
+        try:
+            logp = first_token_logprobs(apply_fake_quant(base, qmodel), inputs)
+        finally:
+            base.load_state_dict(original)
+        kl = kl_divergence(ref, logp)
+        key = (recipe.bits, recipe.group_size)
+        mean = float(kl.mean())
+        if recipe.method == "rtn":
+            rtn_mean[key] = mean
+        rows.append(
+            Divergence(
+                name,
+                mean,
+                float(kl.median()),
+                float(kl.quantile(0.95)),
+                100 * float((logp.argmax(-1) == greedy).float().mean()),
+                mean / rtn_mean[key] if key in rtn_mean else float("nan"),
+            )
+        )
+        print(f"{name}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
+    return rows
+
+
+def _model_inputs(adapter: Any, requests: Sequence[Any]) -> list[dict[str, Any]]:
+    """One input dict per request, on the model's device, floats in the model's dtype."""
+    out = []
+    for request in requests:
+        batch = dict(adapter.encode([request], [adapter.load_visuals(request)]))
+        for key, value in batch.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(adapter.model.device)
+                batch[key] = value.to(adapter.model.dtype) if value.is_floating_point() else value
+        out.append(batch)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy-llava")
+    parser.add_argument("--model-path", default=None)
     parser.add_argument("--tasks", default=TASKS)
+    parser.add_argument("--data-root", type=Path, default=None, help="for real benchmarks")
     parser.add_argument("--n", type=int, default=400, help="documents, spread over the tasks")
     parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument(
+        "--calib-tasks", default="", help="image+text calibration documents (real models)"
+    )
     parser.add_argument("--quant-cache", default="quant-cache")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="fp32", help="activations (fp32: weights alone)")
     parser.add_argument("--seed", type=int, default=0, help="which documents are drawn")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=None, help="also write the table here (markdown)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    adapter = load_model(args.model, device="cpu", dtype="fp32")
-    requests = task_requests(adapter, args.tasks.split(","), args.n, args.seed)
-    inputs = [dict(adapter.encode([r], [adapter.load_visuals(r)])) for r in requests]
-    base = adapter.model
-    ref = first_token_logprobs(base, inputs)
-    greedy = ref.argmax(-1)
-
-    rows: list[tuple[str, float, float, float, float, float]] = []
-    rtn_mean: dict[tuple[int, int], float] = {}
-    for name in [r for r in args.recipes.split(",") if r]:
-        start = time.perf_counter()
-        qmodel = compute_quantization(adapter, name, cache_dir=args.quant_cache)
-        quantized = apply_fake_quant(copy.deepcopy(base), qmodel)
-        logp = first_token_logprobs(quantized, inputs)
-        kl = kl_divergence(ref, logp)
-        agree = float((logp.argmax(-1) == greedy).float().mean())
-        recipe = parse_recipe(name)
-        key = (recipe.bits, recipe.group_size)
-        mean = float(kl.mean())
-        if recipe.method == "rtn":
-            rtn_mean[key] = mean
-        vs_rtn = mean / rtn_mean[key] if key in rtn_mean else float("nan")
-        p95 = float(kl.quantile(0.95))
-        rows.append((name, mean, float(kl.median()), p95, 100 * agree, vs_rtn))
-        print(f"{name}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
-
-    uneven = channel_unevenness(base, inputs[: min(len(inputs), 64)])
+    adapter = load_model(
+        args.model, model_path=args.model_path, device=args.device, dtype=args.dtype
+    )
+    requests = task_requests(
+        adapter, args.tasks.split(","), args.n, args.seed, data_root=args.data_root
+    )
+    inputs = _model_inputs(adapter, requests)
+    rows = divergence_rows(
+        adapter,
+        inputs,
+        [r for r in args.recipes.split(",") if r],
+        calib_tasks=tuple(t for t in args.calib_tasks.split(",") if t),
+        data_root=args.data_root,
+        cache_dir=args.quant_cache,
+    )
+    uneven = channel_unevenness(adapter.model, inputs[:64])
     kinds: dict[str, list[float]] = {}
     for name, ratio in uneven.items():
         kinds.setdefault(name.rsplit(".", 1)[-1], []).append(ratio)
@@ -141,14 +222,17 @@ def main() -> int:
         + ", ".join(f"{k} {min(v):.1f}-{max(v):.1f}" for k, v in kinds.items()),
         "",
         f"{args.model}, {len(inputs)} documents of {args.tasks}, first answer token, "
-        "KL(fp32 || quantized) in nats",
+        f"KL({args.dtype} || quantized) in nats",
         "",
         "| recipe | KL mean | KL median | KL p95 | top-1 agree % | KL vs RTN |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name, mean, median, p95, agree, vs_rtn in rows:
-        ratio = "" if vs_rtn != vs_rtn else f"{vs_rtn:.2f}"  # NaN: no RTN row before it
-        lines.append(f"| {name} | {mean:.4f} | {median:.5f} | {p95:.4f} | {agree:.1f} | {ratio} |")
+    for r in rows:
+        ratio = "" if math.isnan(r.vs_rtn) else f"{r.vs_rtn:.2f}"
+        lines.append(
+            f"| {r.recipe} | {r.kl_mean:.4f} | {r.kl_median:.5f} | {r.kl_p95:.4f} "
+            f"| {r.agree:.1f} | {ratio} |"
+        )
     table = "\n".join(lines)
     print(table)
     if args.out:
