@@ -55,7 +55,7 @@ from harness.quantizers.calibration_data import task_requests
 from harness.quantizers.recipe import parse_recipe
 from harness.quantizers.runtime import compute_quantization
 
-TASKS = "pope_random-toy,gqa-toy,vqav2-toy,textvqa-toy,mme-toy"
+TASKS = "pope_random-toy,gqa-toy,vqav2-toy,textvqa-toy,mme-toy,scienceqa-toy,mmbench-toy"
 
 
 @torch.no_grad()

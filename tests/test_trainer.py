@@ -52,8 +52,10 @@ class MicroWorld:
     """A stand-in for harness.tasks.toy.training: solid-colour images."""
 
     @staticmethod
-    def training_samples(stage: str, n: int, seed: int, frames: int = 4) -> list[Sample]:
-        rng = random.Random(f"{stage}{seed}")
+    def training_samples(
+        stage: str, n: int, seed: int, frames: int = 4, mix: dict | None = None
+    ) -> list[Sample]:
+        rng = random.Random(f"{stage}{seed}{sorted(mix or {})}")
         out = []
         for _ in range(n):
             name = rng.choice(sorted(COLORS))
@@ -122,6 +124,40 @@ def test_option_letter_loss_labels_the_letters_that_open_options():
     # "E" is not in this vocabulary: "E." (an <unk> and a dot) is not an option letter
     unknown = ls.encode_example(proc, template, "E. red", "A", [], option_letter_loss=True)
     assert (unknown.labels != ls.IGNORE_INDEX).sum() == 2  # the answer and EOS only
+
+
+def test_option_check_labels_mark_each_option_right_or_wrong():
+    words = "What is at the top left? A. red B. top left C. blue D. no Answer with letter. yes"
+    tok = tm.build_tokenizer([words])
+    proc = tm.build_processor(tok, MICRO)
+    template = get_template("llava_hf")
+    text = "What is at the top left?\nA. red\nB. top left\nC. blue\nAnswer with letter."
+    plain = ls.encode_example(proc, template, text, "B", [])
+    checked = ls.encode_example(proc, template, text, "B", [], option_check_loss=True)
+    assert torch.equal(plain.input_ids, checked.input_ids)
+    extra = ((checked.labels != ls.IGNORE_INDEX) & (plain.labels == ls.IGNORE_INDEX)).nonzero()
+    names = tok.convert_ids_to_tokens
+    # each label sits on the token after an option (its last token predicts it)
+    before = [names(int(checked.input_ids[i - 1])) for i in extra.flatten()]
+    assert before == ["red", "left", "blue"]  # "top left" is checked at its last word
+    assert names(checked.labels[extra.flatten()].tolist()) == ["no", "B", "no"]
+    # the answer keeps its label
+    answer = plain.labels != ls.IGNORE_INDEX
+    assert torch.equal(checked.labels[answer], plain.labels[answer])
+    # with the letter loss too, the check wins where both label a token (the B after "red")
+    both = ls.encode_example(
+        proc, template, text, "B", [], option_letter_loss=True, option_check_loss=True
+    )
+    b_pos = int(extra.flatten()[0])
+    assert names(int(both.input_ids[b_pos])) == "B" and names(int(both.labels[b_pos])) == "no"
+
+    ids = checked.input_ids
+    # not multiple choice, an answer that is no option, options that cannot be located
+    assert ls.option_check_labels(tok, ids, text, "red") == {}
+    assert ls.option_check_labels(tok, ids, text, "D") == {}
+    assert ls.option_check_labels(tok, ids, text.replace("B. top left", "B. blue"), "B") == {}
+    with pytest.raises(ValueError, match="'nope' is not in the vocabulary"):
+        ls.option_check_labels(tok, ids, text, "B", reject="nope")
 
 
 class _Always(torch.nn.Module):
@@ -225,13 +261,17 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
         instruct_samples=32,
         instruct_steps=3,
         instruct_batch=8,
+        mc_samples=16,
+        mc_steps=2,
+        mc_batch=8,
         warmup_steps=1,
         vision_samples=32,
         vision=VisionPretrainConfig(steps=2, batch_size=8, warmup_steps=1, log_every=1),
     )
     out = tmp_path / "toy"
     stats = train_toy_llava(out, seed=0, log=None, recipe=recipe, data=MicroWorld)
-    assert [s["name"] for s in stats["stages"]] == ["vision_pretrain", "align", "instruct"]
+    names = [s["name"] for s in stats["stages"]]
+    assert names == ["vision_pretrain", "align", "instruct", "multiple_choice"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
         assert (out / name).is_file(), name
 
@@ -260,23 +300,31 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
         assert torch.equal(logits, reloaded(**inputs2).logits)
 
 
-def test_recipe_option_letter_loss_reaches_instruction_tuning_only(tmp_path, monkeypatch):
+def test_recipe_routes_the_multiple_choice_losses_to_their_stages(tmp_path, monkeypatch):
     from harness.trainers import recipes
 
     seen = []
 
     class Recording(ls.EncodedSamples):
         def __init__(self, *args, **kwargs):
-            seen.append(kwargs.get("option_letter_loss", False))
+            flags = (kwargs.get("option_letter_loss"), kwargs.get("option_check_loss"))
+            seen.append(tuple(bool(f) for f in flags))
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(recipes, "EncodedSamples", Recording)
     tiny = dict(align_samples=8, align_steps=1, align_batch=4, instruct_samples=8)
     tiny.update(instruct_steps=1, instruct_batch=4, warmup_steps=0, vision_samples=0)
+    tiny.update(mc_samples=8, mc_steps=1, mc_batch=4)
     for flag in (False, True):
         recipe = replace(TOY_LLAVA, model=MICRO, instruct_option_letter_loss=flag, **tiny)
         train_toy_llava(tmp_path / str(flag), log=None, recipe=recipe, data=MicroWorld)
-    assert seen == [False, False, False, True]  # (align, instruct) per run
+    # (letter, check) for align, instruct, multiple choice; the check is on by default
+    off, on = (False, False), (True, False)
+    assert seen == [off, off, (False, True), off, on, (False, True)]
+    seen.clear()
+    recipe = replace(TOY_LLAVA, model=MICRO, **{**tiny, "mc_steps": 0})
+    stats = train_toy_llava(tmp_path / "no-mc", log=None, recipe=recipe, data=MicroWorld)
+    assert [s["name"] for s in stats["stages"]] == ["align", "instruct"] and len(seen) == 2
 
 
 # -- the shipped model ---------------------------------------------------------------------------

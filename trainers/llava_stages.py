@@ -13,9 +13,10 @@ Data path, identical to inference so train and eval prompts match exactly:
   expanded into the image tokens) and ``pixel_values``;
 * the completion ``" {answer}{eos}"`` is tokenised on its own and appended;
   the loss is taken on the completion tokens only (prompt and padding are
-  labelled -100), except, when asked (``option_letter_loss``), on the letters
-  that open multiple-choice options in the prompt (``A`` of ``A. red``): an
-  auxiliary language-modelling signal, see :func:`option_letter_positions`.
+  labelled -100), except, when asked, on multiple-choice prompts: the letters
+  that open the options (``option_letter_loss``, :func:`option_letter_positions`)
+  and a right/wrong check at the end of each option (``option_check_loss``,
+  :func:`option_check_labels`).
 
 Batches are padded on either side with position ids computed from the
 attention mask exactly as ``generate`` computes them, so the padding side does
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +135,47 @@ def option_letter_positions(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+OPTION_LINE = re.compile(r"^([A-H])\. (.+)$", re.MULTILINE)
+
+
+def option_check_labels(
+    tokenizer: Any, prompt_ids: torch.Tensor, text: str, answer: str, reject: str = "no"
+) -> dict[int, int]:
+    """Extra targets that make each option of a multiple-choice prompt say whether it is right.
+
+    ``text`` is the user text with one ``X. option`` line per option and ``answer`` the right
+    letter. The model state at the last token of each option is trained to predict the
+    option's own letter when it is the right one and ``reject`` ("no") otherwise; returned as
+    ``{label index: token id}`` (index = the token after the option, as labels are shifted).
+
+    LLaVA's answer-only loss rewards an option letter only once three things work together:
+    the answer worked out from the image, matched against each option's text, and the
+    matching option's letter read out. Until then it gives no gradient towards any of them,
+    and toy-llava stays at chance. These targets reward the check at every option on its
+    own; the answer position then only has to find the option that says its letter
+    (``benchmarks/mc_finetune_probe.py --option-check-loss``). Returns ``{}`` for prompts
+    whose options cannot be located exactly.
+    """
+    options = OPTION_LINE.findall(text)
+    if answer not in {letter for letter, _ in options}:
+        return {}
+    reject_id = tokenizer.convert_tokens_to_ids(reject)
+    if reject_id is None or reject_id == tokenizer.unk_token_id:
+        raise ValueError(f"option check: {reject!r} is not in the vocabulary")
+    starts = option_letter_positions(tokenizer, prompt_ids).nonzero().flatten().tolist()
+    if len(starts) != len(options):
+        return {}
+    out: dict[int, int] = {}
+    for start, (letter, option) in zip(starts, options, strict=True):
+        ids = tokenizer(option, add_special_tokens=False)["input_ids"]
+        first = start + 2  # after "X" and "."
+        after = first + len(ids)
+        if after >= len(prompt_ids) or prompt_ids[first:after].tolist() != ids:
+            return {}
+        out[after] = tokenizer.convert_tokens_to_ids(letter) if letter == answer else reject_id
+    return out
+
+
 def encode_example(
     processor: Any,
     template: ChatTemplate,
@@ -142,11 +185,13 @@ def encode_example(
     *,
     image_token: str = "<image>",
     option_letter_loss: bool = False,
+    option_check_loss: bool = False,
 ) -> Encoded:
     """Prompt (through the processor, as at inference) + completion with masked labels.
 
     ``option_letter_loss`` also labels the prompt's option letters
-    (:func:`option_letter_positions`).
+    (:func:`option_letter_positions`); ``option_check_loss`` adds the targets of
+    :func:`option_check_labels` (they win where both label a token).
     """
     tokenizer = processor.tokenizer
     prompt, completion = template.training_pair(
@@ -164,6 +209,9 @@ def encode_example(
     if option_letter_loss:
         letters = option_letter_positions(tokenizer, prompt_ids)
         prompt_labels[letters] = prompt_ids[letters]
+    if option_check_loss:
+        for index, target in option_check_labels(tokenizer, prompt_ids, text, answer).items():
+            prompt_labels[index] = target
     labels = torch.cat([prompt_labels, answer_ids])
     pixel_values = inputs.get("pixel_values")
     if pixel_values is None:
@@ -195,10 +243,12 @@ class EncodedSamples(Sequence[Encoded]):
         samples: Sequence[Any],
         *,
         option_letter_loss: bool = False,
+        option_check_loss: bool = False,
     ) -> None:
         self.processor = processor
         self.template = template
         self.option_letter_loss = option_letter_loss
+        self.option_check_loss = option_check_loss
         self.samples = list(samples)
         self.lengths = [
             len(s.images) * 100_000 + len(s.prompt) + len(s.answer) for s in self.samples
@@ -216,6 +266,7 @@ class EncodedSamples(Sequence[Encoded]):
             s.answer,
             s.images,
             option_letter_loss=self.option_letter_loss,
+            option_check_loss=self.option_check_loss,
         )
 
 

@@ -1,6 +1,6 @@
 """Training recipes. ``toy-llava``: the project's default model, trained on the synthetic world.
 
-Recreate the shipped weights (about 17 minutes on 2 CPU cores, seeded)::
+Recreate the shipped weights (about 26 minutes on 2 CPU cores, seeded)::
 
     harness train toy-llava --out models/weights/toy-llava
 
@@ -10,8 +10,11 @@ pretrained CLIP tower and this model has none; training a random tower
 jointly with a random LM was tried and collapses (the tower's output becomes
 a near-constant vector and the LM answers from language priors, POPE all
 "yes"). Then LLaVA's two stages: stage 1 alignment on captions, stage 2
-instruction tuning on the toy tasks' question formats. The tower stays frozen
-in both, as in LLaVA. Unlike LLaVA-1.5 (stage 1 projector only), stage 1 also
+instruction tuning on the toy tasks' question formats. Stage 3 continues
+instruction tuning with half of it multiple choice (ScienceQA / MMBench
+formats), where each option is also trained to say whether it is the right one
+(:func:`harness.trainers.llava_stages.option_check_labels`). The tower stays
+frozen throughout, as in LLaVA. Unlike LLaVA-1.5 (stage 1 projector only), stage 1 also
 trains the language model, which is random here. LLaVA's own freeze sets are
 :data:`harness.trainers.llava_stages.LLAVA_STAGE1_TRAINABLE` /
 ``LLAVA_STAGE2_TRAINABLE``; any set can be given in :class:`ToyLlavaRecipe`.
@@ -22,7 +25,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -47,7 +50,14 @@ from harness.trainers.vision_pretrain import VisionPretrainConfig, pretrain_visi
 class TrainingData(Protocol):
     """What ``harness.tasks.toy.training`` provides."""
 
-    def training_samples(self, stage: str, n: int, seed: int, frames: int = 4) -> list[Any]: ...
+    def training_samples(
+        self,
+        stage: str,
+        n: int,
+        seed: int,
+        frames: int = 4,
+        mix: Mapping[str, float] | None = None,
+    ) -> list[Any]: ...
 
     def vocabulary_texts(self) -> Iterator[str]: ...
 
@@ -81,6 +91,19 @@ class ToyLlavaRecipe:
     # also learn the option letters of multiple-choice prompts (option_letter_positions);
     # tried, not adopted (README, "Attempts at multiple choice")
     instruct_option_letter_loss: bool = False
+    # stage 3: multiple-choice tuning. Instruction tuning continues on a mix with mc_share
+    # of ScienceQA/MMBench-style questions (mc_mix), whose options also get the right/wrong
+    # check targets (llava_stages.option_check_labels); without them the answer-only loss
+    # left multiple choice at chance (README, "Multiple choice").
+    mc_samples: int = 16000
+    mc_share: float = 0.5
+    mc_mix: tuple[tuple[str, float], ...] = (("scienceqa", 0.5), ("mmbench", 0.5))
+    mc_steps: int = 4000
+    mc_batch: int = 32
+    mc_lr: float = 5e-4
+    # constant: cosine decay from 1e-3 over 3000 steps left the check half learned (README)
+    mc_schedule: str = "constant"
+    mc_option_check_loss: bool = True
     warmup_steps: int = 30
     schedule: str = "cosine"
     min_lr_ratio: float = 0.05
@@ -88,7 +111,8 @@ class ToyLlavaRecipe:
     max_grad_norm: float = 1.0
     save_dtype: str = "float32"
 
-    def stages(self) -> tuple[StageConfig, StageConfig]:
+    def stages(self) -> tuple[StageConfig, ...]:
+        """align, instruct, and the multiple-choice stage when ``mc_steps`` > 0."""
         common = {
             "warmup_steps": self.warmup_steps,
             "schedule": self.schedule,
@@ -113,7 +137,18 @@ class ToyLlavaRecipe:
             lr_scale=tuple(self.instruct_lr_scale),
             **common,
         )
-        return align, instruct
+        if not self.mc_steps:
+            return align, instruct
+        mc = StageConfig(
+            "multiple_choice",
+            tuple(self.instruct_trainable),
+            self.mc_steps,
+            self.mc_batch,
+            self.mc_lr,
+            lr_scale=tuple(self.instruct_lr_scale),
+            **{**common, "schedule": self.mc_schedule},
+        )
+        return align, instruct, mc
 
 
 TOY_LLAVA = ToyLlavaRecipe()
@@ -138,6 +173,25 @@ def _check_round_trip(tokenizer: Any, answers: Iterable[str]) -> None:
         raise ValueError(f"answers that do not survive tokenizer encode/decode: {bad[:10]}")
 
 
+def stage_samples(recipe: ToyLlavaRecipe, data: TrainingData, stage: str, seed: int) -> list[Any]:
+    """The training samples of one stage (``seed``: the stage's own)."""
+    frames = recipe.frames
+    if stage == "align":
+        return data.training_samples("align", recipe.align_samples, seed=seed, frames=frames)
+    if stage == "instruct":
+        return data.training_samples("instruct", recipe.instruct_samples, seed=seed, frames=frames)
+    if stage != "multiple_choice":
+        raise ValueError(f"unknown stage {stage!r}")
+    n_mc = round(recipe.mc_samples * recipe.mc_share)
+    mc = data.training_samples("instruct", n_mc, seed=seed, frames=frames, mix=dict(recipe.mc_mix))
+    rest = data.training_samples(
+        "instruct", recipe.mc_samples - n_mc, seed=seed + 500, frames=frames
+    )
+    samples = mc + rest
+    random.Random(seed).shuffle(samples)
+    return samples
+
+
 def train_toy_llava(
     out_dir: Path,
     seed: int = 0,
@@ -146,7 +200,7 @@ def train_toy_llava(
     recipe: ToyLlavaRecipe = TOY_LLAVA,
     data: TrainingData | None = None,
 ) -> dict[str, Any]:
-    """Build, train (align + instruct) and save toy-llava to ``out_dir``; returns stats."""
+    """Build, train (vision, align, instruct, multiple choice) and save toy-llava to ``out_dir``."""
     data = data or _default_data()
     torch.set_num_threads(recipe.threads)
     random.seed(seed)
@@ -171,14 +225,17 @@ def train_toy_llava(
             model, processor, captions, recipe.vision, seed=seed * 1000 + 7, log=log
         )
         stage_stats.append(result.as_dict())
-    for i, (stage, n) in enumerate(
-        zip(recipe.stages(), (recipe.align_samples, recipe.instruct_samples), strict=True)
-    ):
+    for i, stage in enumerate(recipe.stages()):
         t0 = time.perf_counter()
-        samples = data.training_samples(stage.name, n, seed=seed * 1000 + i, frames=recipe.frames)
+        samples = stage_samples(recipe, data, stage.name, seed * 1000 + i)
         _check_round_trip(tokenizer, {s.answer for s in samples})
-        letters = stage.name == "instruct" and recipe.instruct_option_letter_loss
-        encoded = EncodedSamples(processor, template, samples, option_letter_loss=letters)
+        encoded = EncodedSamples(
+            processor,
+            template,
+            samples,
+            option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
+            option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
+        )
         say(f"[{stage.name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
         result = train_stage(
             model,
