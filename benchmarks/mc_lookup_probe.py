@@ -1,7 +1,8 @@
 """Can toy-llava's language model learn to bind a multiple-choice option to its letter?
 
-A text-only probe for the reason toy-llava is at chance on ScienceQA-toy and
-MMBench-toy. The questions name the right option outright::
+A text-only probe for the reason toy-llava was at chance on ScienceQA-toy and
+MMBench-toy before its multiple-choice stage (README). The questions name the
+right option outright::
 
     Which option is green?
     A. red

@@ -151,7 +151,7 @@ def option_check_labels(
     LLaVA's answer-only loss rewards an option letter only once three things work together:
     the answer worked out from the image, matched against each option's text, and the
     matching option's letter read out. Until then it gives no gradient towards any of them,
-    and toy-llava stays at chance. These targets reward the check at every option on its
+    and toy-llava stayed at chance. These targets reward the check at every option on its
     own; the answer position then only has to find the option that says its letter
     (``benchmarks/mc_finetune_probe.py --option-check-loss``). Returns ``{}`` for prompts
     whose options cannot be located exactly.
