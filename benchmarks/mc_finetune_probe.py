@@ -63,7 +63,7 @@ from harness.trainers.llava_stages import (
 from harness.trainers.recipes import TOY_LLAVA
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "toy-llava"
-MC_MIX = {"scienceqa": 0.5, "mmbench": 0.5}
+MC_MIX = dict(TOY_LLAVA.mc_mix)  # ScienceQA and MMBench formats, half each
 
 
 @torch.no_grad()

@@ -165,19 +165,6 @@ def divergence_rows(
     return rows
 
 
-def _model_inputs(adapter: Any, requests: Sequence[Any]) -> list[dict[str, Any]]:
-    """One input dict per request, on the model's device, floats in the model's dtype."""
-    out = []
-    for request in requests:
-        batch = dict(adapter.encode([request], [adapter.load_visuals(request)]))
-        for key, value in batch.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(adapter.model.device)
-                batch[key] = value.to(adapter.model.dtype) if value.is_floating_point() else value
-        out.append(batch)
-    return out
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="toy-llava")
@@ -204,7 +191,7 @@ def main() -> int:
     requests = task_requests(
         adapter, args.tasks.split(","), args.n, args.seed, data_root=args.data_root
     )
-    inputs = _model_inputs(adapter, requests)
+    inputs = [adapter.model_inputs([r], [adapter.load_visuals(r)]) for r in requests]
     rows = divergence_rows(
         adapter,
         inputs,

@@ -182,15 +182,18 @@ class HFAdapter:
                 outputs[i] = text
         return [o if o is not None else "" for o in outputs]
 
+    def model_inputs(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+        """:meth:`encode` on the model's device, floating tensors in the model's dtype."""
+        inputs = dict(self.encode(requests, visuals))
+        for key, value in inputs.items():
+            if isinstance(value, torch.Tensor):
+                value = value.to(self.device)
+                inputs[key] = value.to(self.model.dtype) if value.is_floating_point() else value
+        return inputs
+
     @torch.inference_mode()
     def _generate_batch(self, requests: Sequence[Request], visuals: Sequence[Any]) -> list[str]:
-        inputs = dict(self.encode(requests, visuals))
-        inputs = {
-            k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
-        }
-        for key, value in inputs.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                inputs[key] = value.to(self.model.dtype)
+        inputs = self.model_inputs(requests, visuals)
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         out = self.model.generate(

@@ -40,7 +40,7 @@ def test_fewer_bits_diverge_more_and_the_model_is_restored(divergence, tmp_path)
     adapter = load_model("toy-llava", device="cpu", dtype="fp32")
     before = {k: v.clone() for k, v in adapter.model.state_dict().items()}
     requests = task_requests(adapter, ["pope_random-toy", "gqa-toy"], 24, 0)
-    inputs = divergence._model_inputs(adapter, requests)
+    inputs = [adapter.model_inputs([r], [adapter.load_visuals(r)]) for r in requests]
     recipes = ["rtn-w8g128", "rtn-w3g128", "gptq-w3g128-n8-s64", "rtn-w3g128"]
     rows = divergence.divergence_rows(adapter, inputs, recipes, cache_dir=tmp_path)
     w8, w3, gptq, w3_again = rows

@@ -14,8 +14,8 @@ instruction tuning on the toy tasks' question formats. Stage 3 continues
 instruction tuning with half of it multiple choice (ScienceQA / MMBench
 formats), where each option is also trained to say whether it is the right one
 (:func:`harness.trainers.llava_stages.option_check_labels`). The tower stays
-frozen throughout, as in LLaVA. Unlike LLaVA-1.5 (stage 1 projector only), stage 1 also
-trains the language model, which is random here. LLaVA's own freeze sets are
+frozen throughout, as in LLaVA. Unlike LLaVA-1.5 (stage 1 projector only),
+stage 1 also trains the language model, which is random here. LLaVA's own freeze sets are
 :data:`harness.trainers.llava_stages.LLAVA_STAGE1_TRAINABLE` /
 ``LLAVA_STAGE2_TRAINABLE``; any set can be given in :class:`ToyLlavaRecipe`.
 """
