@@ -47,6 +47,10 @@ class EvalConfig:
     command: str = ""
     log_samples: Path | None = None
     show_progress: bool | None = None
+    # Generated outputs are committed to the results DB once this many seconds have passed
+    # since the last commit, at the end of each task, and before an error propagates: a
+    # hard kill (SIGKILL, power loss) loses at most this much generation. 0: every batch.
+    commit_seconds: float = 1.0
 
 
 @dataclass
@@ -57,6 +61,29 @@ class EvalResult:
     generated: dict[str, int]
     reused: dict[str, int]
     seconds: dict[str, float]
+
+
+class _OutputWriter:
+    """Commits one task's generated outputs to the results DB in time-spaced batches."""
+
+    def __init__(
+        self, store: ResultsStore | None, fingerprint: str, task: str, task_hash: str, gen_hash: str
+    ) -> None:
+        self.store = store
+        self.key = (fingerprint, task, task_hash, gen_hash)
+        self.unsaved: list[tuple[str, str, str]] = []
+        self.last_commit = time.monotonic()
+
+    def add(self, rows: list[tuple[str, str, str]], commit_seconds: float) -> None:
+        self.unsaved += rows
+        if time.monotonic() - self.last_commit >= commit_seconds:
+            self.commit()
+
+    def commit(self) -> None:
+        if self.store is not None and self.unsaved:
+            self.store.put_outputs(*self.key, self.unsaved)
+        self.unsaved = []
+        self.last_commit = time.monotonic()
 
 
 def check_visuals(task: Task, requests: Sequence[Request]) -> None:
@@ -178,18 +205,24 @@ def evaluate(
             if sort_key is not None:
                 pending.sort(key=sort_key)  # stable: ties keep document order
             generated[task.name] = len(pending)
+            writer = _OutputWriter(store, fingerprint, task.name, task_hash, gen_hash)
             with progress_bar(f"{task.name}", len(pending), config.show_progress) as advance:
-                for batch in _batches(pending, max(1, config.batch_size)):
-                    texts = model.generate(batch)
-                    if len(texts) != len(batch):
-                        raise HarnessError(
-                            f"model {model.name} returned {len(texts)} outputs for {len(batch)} requests"
+                try:
+                    for batch in _batches(pending, max(1, config.batch_size)):
+                        texts = model.generate(batch)
+                        if len(texts) != len(batch):
+                            raise HarnessError(
+                                f"model {model.name} returned {len(texts)} outputs for "
+                                f"{len(batch)} requests"
+                            )
+                        writer.add(
+                            [(r.doc_id, r.prompt, t) for r, t in zip(batch, texts, strict=True)],
+                            config.commit_seconds,
                         )
-                    rows = [(r.doc_id, r.prompt, t) for r, t in zip(batch, texts, strict=True)]
-                    if store is not None:
-                        store.put_outputs(fingerprint, task.name, task_hash, gen_hash, rows)
-                    outputs.update({r.doc_id: t for r, t in zip(batch, texts, strict=True)})
-                    advance(len(batch))
+                        outputs.update({r.doc_id: t for r, t in zip(batch, texts, strict=True)})
+                        advance(len(batch))
+                finally:
+                    writer.commit()  # what was generated survives an error or Ctrl-C too
             task_judge = judge.get(task.name) if isinstance(judge, Mapping) else judge
             score = score_outputs(task, docs, outputs, judge=task_judge, n_boot=config.n_boot)
             seconds[task.name] = time.perf_counter() - start

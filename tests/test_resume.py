@@ -147,3 +147,46 @@ def test_model_or_generation_change_recomputes_everything(tmp_path):
     relabeled = QuestionModel()
     result = evaluate(TASK, relabeled, store, _config(root))
     assert len(relabeled.generated) == N_DOCS and result.reused[TASK] == 0
+
+
+class FailingModel(QuestionModel):
+    """Answers ``fail_after`` requests, then raises (a crash inside generation)."""
+
+    def __init__(self, fail_after: int) -> None:
+        super().__init__()
+        self.fail_after = fail_after
+
+    def generate(self, requests):
+        if len(self.generated) + len(requests) > self.fail_after:
+            raise RuntimeError("CUDA error: out of memory")
+        return super().generate(requests)
+
+
+def test_outputs_generated_before_an_error_are_committed(tmp_path):
+    root = make_pope_data(tmp_path / "data")
+    db = tmp_path / "r.db"
+    store = ResultsStore(db)
+    model = FailingModel(fail_after=12)
+    # commits are spaced an hour apart: only the commit on the way out can save them
+    with pytest.raises(RuntimeError, match="out of memory"):
+        evaluate(TASK, model, store, _config(root, batch_size=4, commit_seconds=3600))
+    assert sorted(_stored_outputs(db), key=int) == sorted(model.generated, key=int)
+    assert len(model.generated) == 12
+    (failed,) = store.runs()
+    assert failed["status"] == "failed"
+
+
+def test_outputs_are_committed_in_time_spaced_batches(tmp_path, monkeypatch):
+    root = make_pope_data(tmp_path / "data")
+    store = ResultsStore(tmp_path / "r.db")
+    commits = []
+    put = store.put_outputs
+    monkeypatch.setattr(store, "put_outputs", lambda *a: commits.append(len(a[-1])) or put(*a))
+    evaluate(TASK, QuestionModel(), store, _config(root, batch_size=2, commit_seconds=3600))
+    assert commits == [N_DOCS]  # one commit, at the end of the task
+    commits.clear()
+    store2 = ResultsStore(tmp_path / "r2.db")
+    put2 = store2.put_outputs
+    monkeypatch.setattr(store2, "put_outputs", lambda *a: commits.append(len(a[-1])) or put2(*a))
+    evaluate(TASK, QuestionModel(), store2, _config(root, batch_size=2, commit_seconds=0))
+    assert commits == [2] * (N_DOCS // 2)  # every batch

@@ -30,13 +30,17 @@ def run_json(capsys, *argv: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-def test_default_model_answers_multiple_choice_above_chance(tmp_path, capsys):
-    args = ["--model", "toy-llava", "--tasks", "scienceqa-toy,mmbench-toy", "--no-db"]
+def test_default_model_answers_multiple_choice_and_reads_signs(tmp_path, capsys):
+    tasks = "scienceqa-toy,mmbench-toy,textvqa-toy,vqav2-toy"
+    args = ["--model", "toy-llava", "--tasks", tasks, "--no-db"]
     scores = run_json(capsys, *args, "--batch-size", "32", "--bootstrap", "0")
     # Chance: ScienceQA about 34 (44 for always "A"); MMBench circular about 0.4 (all four
-    # rotations right). The shipped model: 82.7 and 54.0 (README).
+    # rotations right); TextVQA 8 and VQAv2 18.5 (best constant answers). The shipped
+    # model: 81.3, 60.0, 90.0 and 96.0 (README).
     assert scores["scienceqa-toy/img_accuracy"] >= 70, scores
     assert scores["mmbench-toy/accuracy"] >= 40, scores
+    assert scores["textvqa-toy/accuracy"] >= 85, scores
+    assert scores["vqav2-toy/accuracy"] >= 90, scores
 
 
 def test_default_model_meets_the_quality_bar_and_reuses_outputs(tmp_path, capsys):
@@ -44,7 +48,7 @@ def test_default_model_meets_the_quality_bar_and_reuses_outputs(tmp_path, capsys
     args = ["--model", "toy-llava", "--tasks", "pope-toy,gqa-toy", "--db", db, "--bootstrap", "0"]
     scores = run_json(capsys, *args, "--batch-size", "32")
     # Held-out scenes; chance is F1 66.7 / accuracy 50 (POPE, always "yes") and about 15
-    # (GQA's best constant answer). The shipped model: F1 94.7, accuracy 78.0 (README).
+    # (GQA's best constant answer). The shipped model: F1 95.8, accuracy 80.0 (README).
     assert scores["pope-toy/f1"] >= 90, scores
     assert scores["pope-toy/accuracy"] >= 90, scores
     assert scores["gqa-toy/accuracy"] >= 75, scores

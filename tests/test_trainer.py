@@ -251,6 +251,42 @@ def test_training_is_deterministic():
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
+def test_cached_encoding_trains_bit_for_bit_like_encoding_on_demand():
+    samples = MicroWorld.training_samples("instruct", 24, seed=1, frames=2)
+    results = []
+    for cache in (False, True):
+        tok, proc, model = _micro()
+        data = ls.EncodedSamples(proc, get_template("llava_hf"), samples, cache=cache)
+        if cache:
+            assert data[3] is data[3]  # encoded once, then kept
+        stage = ls.StageConfig("instruct", ls.PARTS, steps=6, batch_size=8, lr=3e-3)
+        ls.train_stage(model, data, stage, pad_id=tok.pad_token_id, seed=3, log=None)
+        results.append(model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_wsd_schedule_holds_the_rate_then_cools_down_linearly():
+    stage = ls.StageConfig(
+        "s",
+        ("language",),
+        100,
+        4,
+        1e-3,
+        warmup_steps=10,
+        schedule="wsd",
+        cooldown_steps=20,
+        min_lr_ratio=0.05,
+    )
+    factors = [ls.lr_factor(step, stage) for step in range(100)]
+    assert factors[0] == pytest.approx(0.1) and factors[9] == 1.0
+    assert factors[10:80] == [1.0] * 70
+    assert factors[80] == pytest.approx(0.05 + 0.95 * 19 / 20)
+    assert factors[99] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(factors[79:-1], factors[80:], strict=True))
+    with pytest.raises(ValueError, match="cooldown_steps"):
+        replace(stage, cooldown_steps=0)
+
+
 def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_path):
     recipe = replace(
         TOY_LLAVA,
@@ -263,6 +299,7 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
         instruct_batch=8,
         mc_samples=16,
         mc_steps=2,
+        mc_cooldown_steps=1,
         mc_batch=8,
         warmup_steps=1,
         vision_samples=32,
@@ -314,7 +351,7 @@ def test_recipe_routes_the_multiple_choice_losses_to_their_stages(tmp_path, monk
     monkeypatch.setattr(recipes, "EncodedSamples", Recording)
     tiny = dict(align_samples=8, align_steps=1, align_batch=4, instruct_samples=8)
     tiny.update(instruct_steps=1, instruct_batch=4, warmup_steps=0, vision_samples=0)
-    tiny.update(mc_samples=8, mc_steps=1, mc_batch=4)
+    tiny.update(mc_samples=8, mc_steps=1, mc_batch=4, mc_cooldown_steps=1)
     for flag in (False, True):
         recipe = replace(TOY_LLAVA, model=MICRO, instruct_option_letter_loss=flag, **tiny)
         train_toy_llava(tmp_path / str(flag), log=None, recipe=recipe, data=MicroWorld)
