@@ -67,16 +67,17 @@ class _OutputWriter:
     """Commits one task's generated outputs to the results DB in time-spaced batches."""
 
     def __init__(
-        self, store: ResultsStore | None, fingerprint: str, task: str, task_hash: str, gen_hash: str
+        self, store: ResultsStore | None, key: tuple[str, str, str, str], every_s: float
     ) -> None:
         self.store = store
-        self.key = (fingerprint, task, task_hash, gen_hash)
+        self.key = key  # (model fingerprint, task, task hash, generation hash)
+        self.every_s = every_s
         self.unsaved: list[tuple[str, str, str]] = []
         self.last_commit = time.monotonic()
 
-    def add(self, rows: list[tuple[str, str, str]], commit_seconds: float) -> None:
+    def add(self, rows: list[tuple[str, str, str]]) -> None:
         self.unsaved += rows
-        if time.monotonic() - self.last_commit >= commit_seconds:
+        if time.monotonic() - self.last_commit >= self.every_s:
             self.commit()
 
     def commit(self) -> None:
@@ -205,7 +206,9 @@ def evaluate(
             if sort_key is not None:
                 pending.sort(key=sort_key)  # stable: ties keep document order
             generated[task.name] = len(pending)
-            writer = _OutputWriter(store, fingerprint, task.name, task_hash, gen_hash)
+            writer = _OutputWriter(
+                store, (fingerprint, task.name, task_hash, gen_hash), config.commit_seconds
+            )
             with progress_bar(f"{task.name}", len(pending), config.show_progress) as advance:
                 try:
                     for batch in _batches(pending, max(1, config.batch_size)):
@@ -216,8 +219,7 @@ def evaluate(
                                 f"{len(batch)} requests"
                             )
                         writer.add(
-                            [(r.doc_id, r.prompt, t) for r, t in zip(batch, texts, strict=True)],
-                            config.commit_seconds,
+                            [(r.doc_id, r.prompt, t) for r, t in zip(batch, texts, strict=True)]
                         )
                         outputs.update({r.doc_id: t for r, t in zip(batch, texts, strict=True)})
                         advance(len(batch))

@@ -178,15 +178,15 @@ def test_outputs_generated_before_an_error_are_committed(tmp_path):
 
 def test_outputs_are_committed_in_time_spaced_batches(tmp_path, monkeypatch):
     root = make_pope_data(tmp_path / "data")
-    store = ResultsStore(tmp_path / "r.db")
-    commits = []
-    put = store.put_outputs
-    monkeypatch.setattr(store, "put_outputs", lambda *a: commits.append(len(a[-1])) or put(*a))
-    evaluate(TASK, QuestionModel(), store, _config(root, batch_size=2, commit_seconds=3600))
-    assert commits == [N_DOCS]  # one commit, at the end of the task
-    commits.clear()
-    store2 = ResultsStore(tmp_path / "r2.db")
-    put2 = store2.put_outputs
-    monkeypatch.setattr(store2, "put_outputs", lambda *a: commits.append(len(a[-1])) or put2(*a))
-    evaluate(TASK, QuestionModel(), store2, _config(root, batch_size=2, commit_seconds=0))
-    assert commits == [2] * (N_DOCS // 2)  # every batch
+    # an hour apart: one commit, at the end of the task; 0: every batch
+    for seconds, expected in ((3600, [N_DOCS]), (0, [2] * (N_DOCS // 2))):
+        store = ResultsStore(tmp_path / f"r{seconds}.db")
+        commits = []
+        put = store.put_outputs
+        monkeypatch.setattr(
+            store,
+            "put_outputs",
+            lambda *a, put=put, seen=commits: seen.append(len(a[-1])) or put(*a),
+        )
+        evaluate(TASK, QuestionModel(), store, _config(root, batch_size=2, commit_seconds=seconds))
+        assert commits == expected

@@ -257,11 +257,11 @@ class EncodedSamples(Sequence[Encoded]):
         cache: bool = False,
     ) -> None:
         self.processor = processor
-        self._cache: dict[int, Encoded] | None = {} if cache else None
         self.template = template
         self.option_letter_loss = option_letter_loss
         self.option_check_loss = option_check_loss
         self.samples = list(samples)
+        self._cache: dict[int, Encoded] | None = {} if cache else None
         self.lengths = [
             len(s.images) * 100_000 + len(s.prompt) + len(s.answer) for s in self.samples
         ]
@@ -379,14 +379,14 @@ def lr_factor(step: int, stage: StageConfig) -> float:
         into = step - (stage.steps - stage.cooldown_steps)
         if into < 0:
             return 1.0
-        progress = min(1.0, (into + 1) / stage.cooldown_steps)
-        return stage.min_lr_ratio + (1.0 - stage.min_lr_ratio) * (1.0 - progress)
-    span = max(1, stage.steps - stage.warmup_steps)
-    progress = min(1.0, (step - stage.warmup_steps) / span)
-    if stage.schedule == "cosine":
-        decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        decay = 1.0 - min(1.0, (into + 1) / stage.cooldown_steps)
     else:
-        decay = 1.0 - progress
+        span = max(1, stage.steps - stage.warmup_steps)
+        progress = min(1.0, (step - stage.warmup_steps) / span)
+        if stage.schedule == "cosine":
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        else:
+            decay = 1.0 - progress
     return stage.min_lr_ratio + (1.0 - stage.min_lr_ratio) * decay
 
 
