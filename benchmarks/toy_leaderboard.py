@@ -31,6 +31,11 @@ RECIPES = [
     "autoround-w3g128-image_text-n32",
     "gptq-w3g128-image_text-n32",
     "awq-w3g128-n32-s256",
+    # W2 G64: below the W3, where this model's RTN finally loses accuracy
+    "rtn-w2g64",
+    "awq-w2g64-image_text-n32",
+    "autoround-w2g64-image_text-n32",
+    "gptq-w2g64-image_text-n32",
 ]
 
 

@@ -364,6 +364,28 @@ def test_recipe_routes_the_multiple_choice_losses_to_their_stages(tmp_path, monk
     assert [s["name"] for s in stats["stages"]] == ["align", "instruct"] and len(seen) == 2
 
 
+def test_stage3_draws_its_two_halves_from_their_own_mixes():
+    from harness.trainers.recipes import stage_samples
+
+    calls = []
+
+    class Recording:
+        @staticmethod
+        def training_samples(stage, n, seed, frames=4, mix=None):
+            calls.append((stage, n, None if mix is None else dict(mix)))
+            return [Sample([], "q", "a", "color") for _ in range(n)]
+
+    rest = (("pope", 0.6), ("vqav2", 0.4))
+    for rest_mix, expected in (((), None), (rest, dict(rest))):
+        calls.clear()
+        recipe = replace(TOY_LLAVA, mc_samples=10, mc_share=0.3, mc_rest_mix=rest_mix)
+        assert len(stage_samples(recipe, Recording, "multiple_choice", seed=2)) == 10
+        assert calls == [
+            ("instruct", 3, dict(TOY_LLAVA.mc_mix)),
+            ("instruct", 7, expected),
+        ]
+
+
 # -- the shipped model ---------------------------------------------------------------------------
 @pytest.mark.skipif(not (SHIPPED / "config.json").is_file(), reason="toy-llava not built")
 def test_shipped_toy_llava_loads_offline():
