@@ -251,7 +251,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     def log(message: str) -> None:
         err_console.print(message, markup=False, highlight=False)
 
-    stats = recipe(Path(args.out), seed=args.seed, log=log)
+    stats = recipe(
+        Path(args.out),
+        seed=args.seed,
+        log=log,
+        resume=not args.restart,
+        keep_stages=args.keep_stages,
+    )
     print(json.dumps(stats, indent=2, default=str))
     return 0
 
@@ -313,6 +319,17 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
     p.add_argument("recipe", help="recipe name (toy-llava)")
     p.add_argument("--out", required=True, help="output model folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--restart",
+        action="store_true",
+        help="ignore the stage checkpoints in OUT/stages (by default a rerun resumes after "
+        "the last stage whose checkpoint matches the recipe and seed)",
+    )
+    p.add_argument(
+        "--keep-stages",
+        action="store_true",
+        help="keep OUT/stages/ (each stage's weights) after the model is saved",
+    )
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("quantize", help="quantize a model and write a checkpoint other tools load")

@@ -17,6 +17,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration  # noqa: E
 
 from harness.models.chat import get_template  # noqa: E402
 from harness.trainers import llava_stages as ls  # noqa: E402
+from harness.trainers import recipes  # noqa: E402
 from harness.trainers import toy_model as tm  # noqa: E402
 from harness.trainers.recipes import TOY_LLAVA, train_toy_llava  # noqa: E402
 from harness.trainers.vision_pretrain import VisionPretrainConfig  # noqa: E402
@@ -287,26 +288,31 @@ def test_wsd_schedule_holds_the_rate_then_cools_down_linearly():
         replace(stage, cooldown_steps=0)
 
 
+# every stage of the toy-llava recipe, a few steps each, on the micro model
+MICRO_RECIPE = replace(
+    TOY_LLAVA,
+    model=MICRO,
+    align_samples=32,
+    align_steps=3,
+    align_batch=8,
+    instruct_samples=32,
+    instruct_steps=3,
+    instruct_batch=8,
+    mc_samples=16,
+    mc_steps=2,
+    mc_cooldown_steps=1,
+    mc_batch=8,
+    warmup_steps=1,
+    vision_samples=32,
+    vision=VisionPretrainConfig(steps=2, batch_size=8, warmup_steps=1, log_every=1),
+)
+
+
 def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_path):
-    recipe = replace(
-        TOY_LLAVA,
-        model=MICRO,
-        align_samples=32,
-        align_steps=3,
-        align_batch=8,
-        instruct_samples=32,
-        instruct_steps=3,
-        instruct_batch=8,
-        mc_samples=16,
-        mc_steps=2,
-        mc_cooldown_steps=1,
-        mc_batch=8,
-        warmup_steps=1,
-        vision_samples=32,
-        vision=VisionPretrainConfig(steps=2, batch_size=8, warmup_steps=1, log_every=1),
-    )
+    recipe = MICRO_RECIPE
     out = tmp_path / "toy"
     stats = train_toy_llava(out, seed=0, log=None, recipe=recipe, data=MicroWorld)
+    assert not (out / "stages").exists()  # the stage checkpoints go once the model is saved
     names = [s["name"] for s in stats["stages"]]
     assert names == ["vision_pretrain", "align", "instruct", "multiple_choice"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
@@ -335,6 +341,105 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
     assert torch.equal(inputs["input_ids"], inputs2["input_ids"])
     with torch.no_grad():
         assert torch.equal(logits, reloaded(**inputs2).logits)
+
+
+def test_every_recipe_field_belongs_to_one_stage_key():
+    from dataclasses import fields
+
+    listed = [f for group in recipes.STAGE_FIELDS.values() for f in group]
+    assert sorted(listed) == sorted(f.name for f in fields(recipes.ToyLlavaRecipe))
+
+
+def test_stage_keys_chain_a_change_to_its_stage_and_every_later_one(monkeypatch):
+    vocab = {"a": 0, "b": 1}
+    base = recipes.stage_keys(MICRO_RECIPE, 0, vocab)
+    assert list(base) == ["vision_pretrain", "align", "instruct", "multiple_choice"]
+    later = recipes.stage_keys(replace(MICRO_RECIPE, mc_lr=1e-4), 0, vocab)
+    assert [base[k] == later[k] for k in base] == [True, True, True, False]
+    earlier = recipes.stage_keys(replace(MICRO_RECIPE, align_lr=1e-4), 0, vocab)
+    assert [base[k] == earlier[k] for k in base] == [True, False, False, False]
+    for other in (
+        recipes.stage_keys(MICRO_RECIPE, 1, vocab),
+        recipes.stage_keys(MICRO_RECIPE, 0, {"a": 1, "b": 0}),
+    ):
+        assert all(base[k] != other[k] for k in base)
+    # checkpoints written under another transformers are not resumed
+    monkeypatch.setattr(recipes, "library_versions", lambda: {"transformers": "0.0"})
+    assert all(base[k] != v for k, v in recipes.stage_keys(MICRO_RECIPE, 0, vocab).items())
+
+
+def _train_micro(out, **kwargs):
+    return train_toy_llava(out, seed=0, log=None, recipe=MICRO_RECIPE, data=MicroWorld, **kwargs)
+
+
+def test_a_crashed_training_resumes_after_its_last_stage_with_identical_weights(
+    tmp_path, monkeypatch
+):
+    reference = tmp_path / "reference"
+    _train_micro(reference)
+
+    out = tmp_path / "crashed"
+    real_train_stage = recipes.train_stage
+    ran = []
+
+    crash = [True]
+
+    def crash_in_stage3(model, data, stage, **kwargs):
+        ran.append(stage.name)
+        if stage.name == "multiple_choice" and crash[0]:
+            raise RuntimeError("killed in stage 3")
+        return real_train_stage(model, data, stage, **kwargs)
+
+    monkeypatch.setattr(recipes, "train_stage", crash_in_stage3)
+    with pytest.raises(RuntimeError, match="killed in stage 3"):
+        _train_micro(out)
+    kept = sorted(p.name for p in (out / "stages").iterdir())
+    assert kept == ["0-vision_pretrain", "1-align", "2-instruct"]
+
+    ran.clear()
+    crash[0] = False
+    messages = []
+    monkeypatch.setattr(recipes, "pretrain_vision_tower", None)  # must not run again
+    stats = train_toy_llava(out, seed=0, log=messages.append, recipe=MICRO_RECIPE, data=MicroWorld)
+    assert ran == ["multiple_choice"] and stats["resumed_after"] == "instruct"
+    assert any("resumed from" in m and "2-instruct" in m for m in messages)
+    assert [s["name"] for s in stats["stages"]] == [
+        "vision_pretrain",
+        "align",
+        "instruct",
+        "multiple_choice",
+    ]
+    weights = "model.safetensors"
+    assert (out / weights).read_bytes() == (reference / weights).read_bytes()
+    assert not (out / "stages").exists()
+
+
+def test_checkpoints_of_another_recipe_are_not_resumed(tmp_path, monkeypatch):
+    out = tmp_path / "toy"
+    _train_micro(out, keep_stages=True)
+    assert (out / "stages" / "3-multiple_choice" / "stage.json").is_file()
+    ran = []
+    real_train_stage = recipes.train_stage
+
+    def recording(model, data, stage, **kwargs):
+        ran.append(stage.name)
+        return real_train_stage(model, data, stage, **kwargs)
+
+    monkeypatch.setattr(recipes, "train_stage", recording)
+    # another stage-3 rate: stages 0-2 come from their checkpoints, stage 3 is retrained
+    changed = replace(MICRO_RECIPE, mc_lr=1e-4)
+    train_toy_llava(out, seed=0, log=None, recipe=changed, data=MicroWorld, keep_stages=True)
+    assert ran == ["multiple_choice"]
+    ran.clear()
+    # restart: nothing is resumed
+    _train_micro(out, resume=False, keep_stages=True)
+    assert ran == ["align", "instruct", "multiple_choice"]
+    ran.clear()
+    # another seed: no checkpoint matches, and the run says so
+    messages = []
+    train_toy_llava(out, seed=1, log=messages.append, recipe=MICRO_RECIPE, data=MicroWorld)
+    assert ran == ["align", "instruct", "multiple_choice"]
+    assert any("no checkpoint matches" in m for m in messages)
 
 
 def test_recipe_routes_the_multiple_choice_losses_to_their_stages(tmp_path, monkeypatch):

@@ -24,6 +24,7 @@ stage 1 also trains the language model, which is random here. LLaVA's own freeze
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import time
@@ -39,6 +40,13 @@ from harness.trainers.llava_stages import (
     EncodedSamples,
     StageConfig,
     train_stage,
+)
+from harness.trainers.stage_checkpoints import (
+    STAGES_DIR,
+    chain_key,
+    find_checkpoint,
+    remove_checkpoints,
+    save_checkpoint,
 )
 from harness.trainers.toy_model import (
     TinyLlavaSpec,
@@ -217,6 +225,74 @@ def stage_samples(recipe: ToyLlavaRecipe, data: TrainingData, stage: str, seed: 
     return samples
 
 
+# The recipe fields each stage's result depends on (a stage also depends on every earlier
+# stage's); they make the stage checkpoints' keys (stage_checkpoints.chain_key). Every field
+# of ToyLlavaRecipe is listed exactly once (tests/test_trainer.py checks it).
+STAGE_FIELDS: dict[str, tuple[str, ...]] = {
+    "common": (
+        "model",
+        "template",
+        "frames",
+        "threads",
+        "warmup_steps",
+        "schedule",
+        "min_lr_ratio",
+        "weight_decay",
+        "max_grad_norm",
+    ),
+    "vision_pretrain": ("vision_samples", "vision"),
+    "align": ("align_samples", "align_trainable", "align_steps", "align_batch", "align_lr"),
+    "instruct": (
+        "instruct_samples",
+        "instruct_trainable",
+        "instruct_lr_scale",
+        "instruct_steps",
+        "instruct_batch",
+        "instruct_lr",
+        "instruct_option_letter_loss",
+    ),
+    "multiple_choice": (
+        "mc_samples",
+        "mc_share",
+        "mc_mix",
+        "mc_rest_mix",
+        "mc_steps",
+        "mc_batch",
+        "mc_lr",
+        "mc_schedule",
+        "mc_cooldown_steps",
+        "mc_option_check_loss",
+    ),
+    "save": ("save_dtype",),
+}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions that decide the trained floats (recorded in training.json)."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def stage_keys(recipe: ToyLlavaRecipe, seed: int, vocabulary: Mapping[str, int]) -> dict[str, str]:
+    """Checkpoint key of every stage the recipe runs, in order (chained: a change to a stage's
+    fields changes its key and every later one)."""
+    fields = asdict(recipe)
+    names = (["vision_pretrain"] if recipe.vision_samples else []) + [
+        s.name for s in recipe.stages()
+    ]
+    vocab = hashlib.sha256(json.dumps(sorted(vocabulary.items())).encode()).hexdigest()
+    common = {f: fields[f] for f in STAGE_FIELDS["common"]}
+    # another torch or transformers can compute other floats (under transformers 5.25 this
+    # recipe trains other weights than the shipped ones, made with 5.23), so the key has them
+    common["versions"] = library_versions()
+    key = chain_key("", "common", {"seed": seed, "vocabulary": vocab, **common})
+    keys = {}
+    for name in names:
+        key = keys[name] = chain_key(key, name, {f: fields[f] for f in STAGE_FIELDS[name]})
+    return keys
+
+
 def train_toy_llava(
     out_dir: Path,
     seed: int = 0,
@@ -224,9 +300,19 @@ def train_toy_llava(
     *,
     recipe: ToyLlavaRecipe = TOY_LLAVA,
     data: TrainingData | None = None,
+    resume: bool = True,
+    keep_stages: bool = False,
 ) -> dict[str, Any]:
-    """Build, train (vision, align, instruct, multiple choice) and save toy-llava to ``out_dir``."""
+    """Build, train (vision, align, instruct, multiple choice) and save toy-llava to ``out_dir``.
+
+    After each stage the weights are checkpointed under ``out_dir/stages/``; with ``resume``
+    a rerun into the same folder starts after the last stage whose checkpoint matches the
+    recipe, seed and vocabulary (:mod:`harness.trainers.stage_checkpoints`), and ends with
+    the same weights as an uninterrupted run. The checkpoints are removed once the model is
+    saved, unless ``keep_stages`` (e.g. to retrain only stage 3 with other settings).
+    """
     data = data or _default_data()
+    out_dir = Path(out_dir)
     torch.set_num_threads(recipe.threads)
     random.seed(seed)
     torch.manual_seed(seed)
@@ -240,17 +326,54 @@ def train_toy_llava(
     n_params = sum(p.numel() for p in model.parameters())
     say(f"toy-llava: {n_params} parameters, vocabulary {len(tokenizer)}")
 
-    stats: dict[str, Any] = {"seed": seed, "parameters": n_params, "vocab": len(tokenizer)}
+    keys = stage_keys(recipe, seed, tokenizer.get_vocab())
+    names = list(keys)
+    done: dict[str, dict[str, Any]] = {}  # stage -> stats, for the stages resumed
+    if resume:
+        for index in range(len(names) - 1, -1, -1):
+            found = find_checkpoint(out_dir, index, names[index], keys[names[index]])
+            if found is None:
+                continue
+            found.load_into(model)
+            for earlier in range(index + 1):
+                ckpt = find_checkpoint(out_dir, earlier, names[earlier], keys[names[earlier]])
+                done[names[earlier]] = ckpt.stats if ckpt else {"name": names[earlier]}
+            say(f"[{names[index]}] resumed from {found.path}")
+            break
+        else:
+            if (out_dir / STAGES_DIR).is_dir():
+                say(f"{out_dir / STAGES_DIR}: no checkpoint matches this recipe and seed")
+
+    stats: dict[str, Any] = {
+        "seed": seed,
+        "parameters": n_params,
+        "vocab": len(tokenizer),
+        "versions": library_versions(),
+    }
+    if done:
+        stats["resumed_after"] = list(done)[-1]
     stage_stats = []
+
+    def finish(name: str, result: dict[str, Any]) -> None:
+        stage_stats.append(result)
+        index = names.index(name)
+        save_checkpoint(out_dir, index, name, keys[name], model, result)
+
     if recipe.vision_samples:
-        t0 = time.perf_counter()
-        captions = data.training_samples("align", recipe.vision_samples, seed=seed * 1000 + 7)
-        say(f"[vision] {len(captions)} captions prepared in {time.perf_counter() - t0:.1f}s")
-        result = pretrain_vision_tower(
-            model, processor, captions, recipe.vision, seed=seed * 1000 + 7, log=log
-        )
-        stage_stats.append(result.as_dict())
+        if "vision_pretrain" in done:
+            stage_stats.append(done["vision_pretrain"])
+        else:
+            t0 = time.perf_counter()
+            captions = data.training_samples("align", recipe.vision_samples, seed=seed * 1000 + 7)
+            say(f"[vision] {len(captions)} captions prepared in {time.perf_counter() - t0:.1f}s")
+            result = pretrain_vision_tower(
+                model, processor, captions, recipe.vision, seed=seed * 1000 + 7, log=log
+            )
+            finish("vision_pretrain", result.as_dict())
     for i, stage in enumerate(recipe.stages()):
+        if stage.name in done:
+            stage_stats.append(done[stage.name])
+            continue
         t0 = time.perf_counter()
         samples = stage_samples(recipe, data, stage.name, seed * 1000 + i)
         _check_round_trip(tokenizer, {s.answer for s in samples})
@@ -271,11 +394,10 @@ def train_toy_llava(
             seed=seed * 1000 + i,
             log=log,
         )
-        stage_stats.append(result.as_dict())
+        finish(stage.name, result.as_dict())
     stats["stages"] = stage_stats
     stats["train_seconds"] = round(time.perf_counter() - started, 1)
 
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_model = model.to(getattr(torch, recipe.save_dtype))
     save_model.save_pretrained(out_dir)
@@ -288,6 +410,8 @@ def train_toy_llava(
         )
         + "\n"
     )
+    if not keep_stages:
+        remove_checkpoints(out_dir)
     stats["seconds"] = round(time.perf_counter() - started, 1)
     say(f"toy-llava saved to {out_dir} ({stats['seconds']}s)")
     return stats
