@@ -328,21 +328,14 @@ def train_toy_llava(
 
     keys = stage_keys(recipe, seed, tokenizer.get_vocab())
     names = list(keys)
-    done: dict[str, dict[str, Any]] = {}  # stage -> stats, for the stages resumed
-    if resume:
-        for index in range(len(names) - 1, -1, -1):
-            found = find_checkpoint(out_dir, index, names[index], keys[names[index]])
-            if found is None:
-                continue
-            found.load_into(model)
-            for earlier in range(index + 1):
-                ckpt = find_checkpoint(out_dir, earlier, names[earlier], keys[names[earlier]])
-                done[names[earlier]] = ckpt.stats if ckpt else {"name": names[earlier]}
-            say(f"[{names[index]}] resumed from {found.path}")
-            break
-        else:
-            if (out_dir / STAGES_DIR).is_dir():
-                say(f"{out_dir / STAGES_DIR}: no checkpoint matches this recipe and seed")
+    # resume after the last stage with a matching checkpoint (its key chains every earlier one)
+    found = [find_checkpoint(out_dir, i, n, keys[n]) for i, n in enumerate(names)] if resume else []
+    last = max((i for i, ckpt in enumerate(found) if ckpt), default=-1)
+    if last >= 0:
+        found[last].load_into(model)
+        say(f"[{names[last]}] resumed from {found[last].path}")
+    elif resume and (out_dir / STAGES_DIR).is_dir():
+        say(f"{out_dir / STAGES_DIR}: no checkpoint matches this recipe and seed")
 
     stats: dict[str, Any] = {
         "seed": seed,
@@ -350,51 +343,47 @@ def train_toy_llava(
         "vocab": len(tokenizer),
         "versions": library_versions(),
     }
-    if done:
-        stats["resumed_after"] = list(done)[-1]
+    if last >= 0:
+        stats["resumed_after"] = names[last]
+    llava_stages = {stage.name: (i, stage) for i, stage in enumerate(recipe.stages())}
     stage_stats = []
-
-    def finish(name: str, result: dict[str, Any]) -> None:
-        stage_stats.append(result)
-        index = names.index(name)
-        save_checkpoint(out_dir, index, name, keys[name], model, result)
-
-    if recipe.vision_samples:
-        if "vision_pretrain" in done:
-            stage_stats.append(done["vision_pretrain"])
-        else:
-            t0 = time.perf_counter()
+    for index, name in enumerate(names):
+        if index <= last:
+            stage_stats.append(found[index].stats if found[index] else {"name": name})
+            continue
+        t0 = time.perf_counter()
+        if name == "vision_pretrain":
             captions = data.training_samples("align", recipe.vision_samples, seed=seed * 1000 + 7)
             say(f"[vision] {len(captions)} captions prepared in {time.perf_counter() - t0:.1f}s")
             result = pretrain_vision_tower(
                 model, processor, captions, recipe.vision, seed=seed * 1000 + 7, log=log
             )
-            finish("vision_pretrain", result.as_dict())
-    for i, stage in enumerate(recipe.stages()):
-        if stage.name in done:
-            stage_stats.append(done[stage.name])
-            continue
-        t0 = time.perf_counter()
-        samples = stage_samples(recipe, data, stage.name, seed * 1000 + i)
-        _check_round_trip(tokenizer, {s.answer for s in samples})
-        encoded = EncodedSamples(
-            processor,
-            template,
-            samples,
-            option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
-            option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
-            cache=True,
-        )
-        say(f"[{stage.name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
-        result = train_stage(
-            model,
-            encoded,
-            stage,
-            pad_id=tokenizer.pad_token_id,
-            seed=seed * 1000 + i,
-            log=log,
-        )
-        finish(stage.name, result.as_dict())
+        else:
+            i, stage = llava_stages[name]
+            samples = stage_samples(recipe, data, stage.name, seed * 1000 + i)
+            _check_round_trip(tokenizer, {s.answer for s in samples})
+            encoded = EncodedSamples(
+                processor,
+                template,
+                samples,
+                option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
+                option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
+                cache=True,
+            )
+            say(
+                f"[{stage.name}] {len(encoded)} examples prepared in "
+                f"{time.perf_counter() - t0:.1f}s"
+            )
+            result = train_stage(
+                model,
+                encoded,
+                stage,
+                pad_id=tokenizer.pad_token_id,
+                seed=seed * 1000 + i,
+                log=log,
+            )
+        stage_stats.append(result.as_dict())
+        save_checkpoint(out_dir, index, name, keys[name], model, stage_stats[-1])
     stats["stages"] = stage_stats
     stats["train_seconds"] = round(time.perf_counter() - started, 1)
 
