@@ -414,6 +414,19 @@ def test_a_crashed_training_resumes_after_its_last_stage_with_identical_weights(
     assert not (out / "stages").exists()
 
 
+def test_a_corrupt_stage_checkpoint_is_named_and_restart_gets_past_it(tmp_path):
+    from harness.errors import HarnessError
+
+    out = tmp_path / "toy"
+    _train_micro(out, keep_stages=True)
+    weights = out / "stages" / "3-multiple_choice" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk that lost the file's end
+    with pytest.raises(HarnessError, match="3-multiple_choice.*--restart"):
+        _train_micro(out)
+    _train_micro(out, resume=False)
+    assert (out / "model.safetensors").is_file() and not (out / "stages").exists()
+
+
 def test_checkpoints_of_another_recipe_are_not_resumed(tmp_path, monkeypatch):
     out = tmp_path / "toy"
     _train_micro(out, keep_stages=True)

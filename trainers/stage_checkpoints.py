@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
+
+from harness.errors import HarnessError
 
 STAGES_DIR = "stages"
 WEIGHTS = "model.safetensors"
@@ -44,11 +47,18 @@ class StageCheckpoint:
 
     def load_into(self, model: nn.Module) -> None:
         """Overwrite ``model``'s weights with the checkpoint's (strict: every tensor)."""
-        missing, unexpected = load_model(model, self.path / WEIGHTS, strict=False)
+        path = self.path / WEIGHTS
+        try:
+            missing, unexpected = load_model(model, path, strict=False)
+        except (OSError, RuntimeError, SafetensorError) as exc:  # truncated, wrong shapes
+            raise HarnessError(
+                f"{path}: not a readable stage checkpoint for this model ({exc}); "
+                "delete it or rerun with --restart"
+            ) from exc
         if missing or unexpected:
-            raise ValueError(
-                f"{self.path / WEIGHTS}: does not match the model "
-                f"(missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]})"
+            raise HarnessError(
+                f"{path}: does not match the model (missing {sorted(missing)[:5]}, "
+                f"unexpected {sorted(unexpected)[:5]}); delete it or rerun with --restart"
             )
 
 
