@@ -225,6 +225,28 @@ def stage_samples(recipe: ToyLlavaRecipe, data: TrainingData, stage: str, seed: 
     return samples
 
 
+def encoded_stage(
+    recipe: ToyLlavaRecipe,
+    data: TrainingData,
+    processor: Any,
+    tokenizer: Any,
+    stage: StageConfig,
+    seed: int,
+) -> EncodedSamples:
+    """One LLaVA stage's samples (drawn with the stage's own ``seed``), checked and encoded
+    with the losses the recipe gives that stage."""
+    samples = stage_samples(recipe, data, stage.name, seed)
+    _check_round_trip(tokenizer, {s.answer for s in samples})
+    return EncodedSamples(
+        processor,
+        get_template(recipe.template),
+        samples,
+        option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
+        option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
+        cache=True,
+    )
+
+
 # The recipe fields each stage's result depends on (a stage also depends on every earlier
 # stage's); they make the stage checkpoints' keys (stage_checkpoints.chain_key). Every field
 # of ToyLlavaRecipe is listed exactly once (tests/test_trainer.py checks it).
@@ -322,7 +344,7 @@ def train_toy_llava(
     tokenizer = build_tokenizer(data.vocabulary_texts())
     processor = build_processor(tokenizer, recipe.model)
     model = build_model(tokenizer, recipe.model, seed=seed)
-    template = get_template(recipe.template)
+    get_template(recipe.template)  # an unknown template fails here, not after stage 0
     n_params = sum(p.numel() for p in model.parameters())
     say(f"toy-llava: {n_params} parameters, vocabulary {len(tokenizer)}")
 
@@ -360,20 +382,8 @@ def train_toy_llava(
             )
         else:
             i, stage = llava_stages[name]
-            samples = stage_samples(recipe, data, stage.name, seed * 1000 + i)
-            _check_round_trip(tokenizer, {s.answer for s in samples})
-            encoded = EncodedSamples(
-                processor,
-                template,
-                samples,
-                option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
-                option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
-                cache=True,
-            )
-            say(
-                f"[{stage.name}] {len(encoded)} examples prepared in "
-                f"{time.perf_counter() - t0:.1f}s"
-            )
+            encoded = encoded_stage(recipe, data, processor, tokenizer, stage, seed * 1000 + i)
+            say(f"[{name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
             result = train_stage(
                 model,
                 encoded,
