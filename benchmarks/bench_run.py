@@ -105,8 +105,10 @@ def main() -> None:
     same = sum(a == b for a, b in zip(plain, model.generate(requests[:32]), strict=True))
     best = {"plain": float("inf"), "b1": float("inf"), "bN": float("inf")}
     paired = []  # overhead of each repeat's b1 run against the plain run just before it
+    plain_times = []
     for _ in range(args.repeats):
         plain_s = plain_loop(model, requests)
+        plain_times.append(plain_s)
         b1_s = harness_run(model, names, 1, args.limit)
         best["plain"] = min(best["plain"], plain_s)
         best["b1"] = min(best["b1"], b1_s)
@@ -124,6 +126,11 @@ def main() -> None:
         f"harness_b{args.batch_size}_samples_per_s": n / best["bN"],
         "overhead_b1_pct": 100 * (best["b1"] - best["plain"]) / best["plain"],
         "overhead_b1_pct_paired_median": statistics.median(paired),
+        "overhead_b1_pct_paired": [round(x, 1) for x in paired],
+        "plain_samples_per_s_range": [
+            round(n / max(plain_times), 1),
+            round(n / min(plain_times), 1),
+        ],
         "batched_speedup_vs_b1": best["b1"] / best["bN"],
     }
     print(json.dumps(report, indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import warnings
 from dataclasses import dataclass, replace
@@ -317,6 +318,13 @@ def test_recipe_saves_a_standard_folder_that_reloads_with_identical_logits(tmp_p
     assert names == ["vision_pretrain", "align", "instruct", "multiple_choice"]
     for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json"):
         assert (out / name).is_file(), name
+    # what decides the floats besides the recipe: the libraries and the CPU
+    recorded = json.loads((out / "training.json").read_text())["stats"]
+    assert recorded["versions"]["torch"] == torch.__version__
+    assert recorded["machine"]["torch_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert (
+        recorded["machine"]["threads"] == str(MICRO_RECIPE.threads) and recorded["machine"]["cpu"]
+    )
 
     model = LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32).eval()
     proc = AutoProcessor.from_pretrained(out)
