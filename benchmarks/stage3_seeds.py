@@ -52,15 +52,21 @@ COLUMNS = {
 
 
 def parse_settings(pairs: list[str]) -> ToyLlavaRecipe:
-    """``FIELD=VALUE`` pairs (VALUE as JSON, e.g. 6000 or 5e-4) applied to the shipped recipe."""
+    """``FIELD=VALUE`` pairs (VALUE as JSON, e.g. 6000, 5e-4 or [["pope", 0.2]]) applied to
+    the shipped recipe."""
     known = {f.name for f in fields(ToyLlavaRecipe)}
     changes = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
         if name not in known or not value:
             raise SystemExit(f"--set {pair}: expected FIELD=VALUE with a ToyLlavaRecipe field")
-        changes[name] = json.loads(value)
+        changes[name] = _as_tuples(json.loads(value))
     return replace(TOY_LLAVA, **changes)
+
+
+def _as_tuples(value: object) -> object:
+    """JSON lists as the recipe's tuples, e.g. mc_rest_mix=[["pope", 0.2], ["where", 0.1]]."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def main() -> int:

@@ -28,6 +28,7 @@ from harness.tasks.toy.training import (
     lookup_questions,
     training_samples,
     vocabulary_texts,
+    where_questions,
 )
 
 RULE_SCORED = {  # task -> (primary metric, perfect value)
@@ -373,6 +374,28 @@ def test_a_custom_mix_draws_only_its_kinds(loaded):
     assert [(s.prompt, s.answer) for s in again] == [(s.prompt, s.answer) for s in mc]
     with pytest.raises(ValueError, match="unknown kinds \\['lookup'\\]"):
         training_samples("instruct", 4, seed=3, mix={"lookup": 1.0})
+
+
+def test_where_questions_name_the_cell_that_holds_the_object():
+    """The training-only "where" kind: GQA-toy's prompt form, the object's own cell."""
+    qs = where_questions(120, random.Random(6))
+    assert [(q.prompt, q.answer) for q in qs] == [
+        (q.prompt, q.answer) for q in where_questions(120, random.Random(6))
+    ]
+    assert {q.answer for q in qs} == set(world.POSITIONS)
+    for q in qs:
+        question, instruction = q.prompt.split("\n")
+        assert instruction == "Answer the question using a single word or phrase."
+        color, _shape = question.removeprefix("Where is the ").removesuffix("?").split()
+        pixels = np.asarray(q.images[0])
+        half = world.CELL
+        row, col = divmod(world.POSITIONS.index(q.answer), 2)
+        cell = pixels[row * half : (row + 1) * half, col * half : (col + 1) * half]
+        assert (cell == world.COLORS[color]).all(-1).sum() >= 4, q.prompt  # drawn in that cell
+        assert q.kind == "where"
+    # a stage's mix may name it, next to the toy task kinds
+    mixed = training_samples("instruct", 30, seed=3, frames=1, mix={"where": 1, "gqa": 1})
+    assert {s.kind for s in mixed} == {"where", "gqa"}
 
 
 def test_training_prompts_have_the_evaluation_form(loaded):

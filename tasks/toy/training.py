@@ -8,6 +8,11 @@ itself (``Task.prompt``) and every visual with the task's own visuals and the
 harness image / video readers. So a training prompt is, character for
 character, what the evaluation sends for an equivalent document, and a
 training answer is what the task's extractor and scorer count as right.
+
+One training-only kind asks what no toy benchmark asks in open form: ``where``
+("Where is the yellow triangle?" -> "top left", GQA-toy's short-answer prompt),
+the question that MMBench-toy's object localization and ScienceQA-toy ask as
+multiple choice.
 """
 
 from __future__ import annotations
@@ -26,8 +31,9 @@ from PIL import Image
 from harness.models.images import load_image
 from harness.models.video import is_video, sample_frames
 from harness.task import Doc, Task, get_task
+from harness.tasks.common.instructions import SHORT_ANSWER
 
-from .benchmarks import LEXICON, WRITERS
+from .benchmarks import LEXICON, WRITERS, _by_unique_combo, _has_unique_combo
 from .data import benchmark_of
 from .world import (
     COLORS,
@@ -39,6 +45,7 @@ from .world import (
     sample_sign,
     write_video,
 )
+from .world import name as object_name
 
 STAGES = ("align", "instruct")
 IMAGE_CAPTION_PROMPT = "Describe the image briefly."
@@ -70,6 +77,8 @@ INSTRUCT_MIX: dict[str, float] = {
     "video": 0.10,
     "quilt": 0.06,
 }
+# Kinds that only training draws (no toy task renders them); a stage's mix may name them.
+TRAINING_ONLY_KINDS: tuple[str, ...] = ("where",)
 # "align" captions: scenes of shapes, signs, videos.
 CAPTION_MIX: dict[str, float] = {"scene": 0.7, "sign": 0.2, "video": 0.1}
 # Documents the loader yields per unit of the writer's n_docs (MME: 5 categories).
@@ -81,7 +90,7 @@ class TrainingSample:
     images: list[Image.Image]  # 1 image, or the frames of a video (len == frames)
     prompt: str  # user text exactly as the toy task renders it for the model
     answer: str  # the target the task's scorer counts as correct
-    kind: str  # pope, gqa, vqav2, textvqa, scienceqa, mme, mmbench, video, quilt, caption
+    kind: str  # a key of INSTRUCT_MIX, or one of TRAINING_ONLY_KINDS
 
 
 def answer_of(task: Task, doc: Doc) -> str:
@@ -156,6 +165,20 @@ def _caption_samples(
     return out
 
 
+def where_questions(n: int, rng: random.Random, with_visuals: bool = True) -> list[TrainingSample]:
+    """Open-form "Where is the <colour> <shape>?" on training scenes, answered with the
+    object's cell ("top left"); the object is the only one of its colour and shape."""
+    out = []
+    for _ in range(n):
+        scene = sample_scene(rng, False, 1, 4, accept=_has_unique_combo)
+        obj = _by_unique_combo(rng, scene)
+        assert obj is not None  # accept= guarantees one
+        prompt = f"Where is the {object_name(obj.combo)}?\n{SHORT_ANSWER}"
+        images = [scene.render()] if with_visuals else []
+        out.append(TrainingSample(images, prompt, obj.position, "where"))
+    return out
+
+
 LOOKUP_POOLS: tuple[tuple[str, ...], ...] = (tuple(COLORS), SHAPES, POSITIONS, NUMBER_WORDS[1:])
 MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -195,9 +218,10 @@ def _samples(
     if n < 0 or frames < 1:
         raise ValueError("n must be >= 0 and frames >= 1")
     mix = INSTRUCT_MIX if mix is None else mix
-    unknown = sorted(set(mix) - set(INSTRUCT_MIX))
+    known = [*INSTRUCT_MIX, *TRAINING_ONLY_KINDS]
+    unknown = sorted(set(mix) - set(known))
     if unknown:
-        raise ValueError(f"mix: unknown kinds {unknown} (known: {sorted(INSTRUCT_MIX)})")
+        raise ValueError(f"mix: unknown kinds {unknown} (known: {sorted(known)})")
     rng = random.Random(f"train:{stage}:{seed}")
     if stage == "align":
         counts = Counter({"caption": n})
@@ -210,6 +234,9 @@ def _samples(
             count = counts[kind]
             if kind == "caption":
                 samples += _caption_samples(count, rng, scratch, frames, with_visuals)
+                continue
+            if kind == "where":
+                samples += where_questions(count, rng, with_visuals)
                 continue
             tasks = KIND_TASKS[kind]
             per_task = Counter(rng.choices(tasks, k=count))
