@@ -248,9 +248,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"harness train {args.recipe}: unknown recipe; known: {', '.join(sorted(RECIPES))}"
         ) from None
 
+    from harness.models.loading import WEIGHTS_DIR
+    from harness.trainers.reproduction import ShippedModel, describe
+
     def log(message: str) -> None:
         err_console.print(message, markup=False, highlight=False)
 
+    # read before training: the run may write over the shipped folder
+    shipped = ShippedModel.read(WEIGHTS_DIR / args.recipe)
     stats = recipe(
         Path(args.out),
         seed=args.seed,
@@ -258,6 +263,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         resume=not args.restart,
         keep_stages=args.keep_stages,
     )
+    if shipped is not None:
+        stats["shipped_comparison"] = report = shipped.compare(Path(args.out))
+        log(describe(report, args.recipe))
     print(json.dumps(stats, indent=2, default=str))
     return 0
 

@@ -523,3 +523,47 @@ def test_shipped_toy_llava_loads_offline():
         cfg.image_seq_length == (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
     )
     assert sum(p.numel() for p in model.parameters()) < 5_000_000
+
+
+def test_harness_train_says_whether_it_re_created_the_shipped_weights(
+    tmp_path, monkeypatch, capsys
+):
+    from functools import partial
+
+    from harness.cli import main
+    from harness.models import loading
+    from harness.trainers.reproduction import ShippedModel, describe
+
+    weights = tmp_path / "weights"
+    _train_micro(weights / "toy-llava")
+    monkeypatch.setattr(loading, "WEIGHTS_DIR", weights)
+    micro = partial(train_toy_llava, recipe=MICRO_RECIPE, data=MicroWorld)
+    monkeypatch.setitem(recipes.RECIPES, "toy-llava", micro)
+
+    def train(*argv: str) -> dict:
+        assert main(["train", "toy-llava", *argv]) == 0
+        return json.loads(capsys.readouterr().out)["shipped_comparison"]
+
+    same = train("--out", str(tmp_path / "again"))
+    assert same == {"reference": str(weights / "toy-llava"), "identical": True}
+    other = train("--out", str(tmp_path / "seed1"), "--seed", "1")
+    assert other["identical"] is False
+    assert other["differences"] == {"seed": [0, 1]}  # nothing else differs here
+    assert "seed 0 (shipped) vs 1 (this run)" in describe(other, "toy-llava")
+    # the shipped folder is read before training, so a run that writes over it still
+    # compares with what was shipped
+    over = train("--out", str(weights / "toy-llava"), "--seed", "1")
+    assert over["identical"] is False and over["differences"] == {"seed": [0, 1]}
+
+    # an older shipped training.json without the machine: shown as not recorded (None)
+    record = weights / "toy-llava" / "training.json"
+    old = json.loads(record.read_text())
+    del old["stats"]["machine"]
+    old["stats"]["seed"] = 0
+    record.write_text(json.dumps(old))
+    report = ShippedModel.read(weights / "toy-llava").compare(tmp_path / "again")
+    assert report["identical"] is False  # the folder now holds the seed-1 weights
+    machine = {k: v for k, v in report["differences"].items() if k.startswith("machine.")}
+    assert set(machine) == {"machine.cpu", "machine.threads", "machine.torch_cpu_capability"}
+    assert all(shipped is None and run for shipped, run in machine.values())
+    assert ShippedModel.read(tmp_path / "missing") is None
