@@ -302,9 +302,10 @@ def library_versions() -> dict[str, str]:
 def machine_description() -> dict[str, str]:
     """The CPU the floats were computed on (recorded in training.json, not in the stage keys).
 
-    The same code and library versions train other floats on another CPU: the shipped
-    weights' first 100 vision steps logged loss 2.54775 on the machine that trained them and
-    2.5620 on a later one (Xeon model 207), under both transformers 5.23 and 5.25 (README).
+    The same code and library versions train other floats on another CPU: the previous
+    shipped weights' first 100 vision steps logged loss 2.54775 on the machine that trained
+    them and 2.5620 on a later one (Xeon model 207), under both transformers 5.23 and 5.25
+    (README, "Bit for bit").
     """
     fields: dict[str, str] = {}
     try:
