@@ -249,10 +249,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         ) from None
 
     from harness.models.loading import WEIGHTS_DIR
+    from harness.trainers import portable
     from harness.trainers.reproduction import ShippedModel, describe
 
     def log(message: str) -> None:
         err_console.print(message, markup=False, highlight=False)
+
+    if args.portable and not portable.portable_active():
+        argv = ["train", args.recipe, "--out", str(args.out), "--seed", str(args.seed)]
+        argv += ["--portable"] + ["--restart"] * args.restart + ["--keep-stages"] * args.keep_stages
+        log(f"--portable: running again under {portable.isa_pins(portable.PORTABLE_ENV)}")
+        portable.reexec_portable(argv)
 
     # read before training: the run may write over the shipped folder
     shipped = ShippedModel.read(WEIGHTS_DIR / args.recipe)
@@ -337,6 +344,12 @@ def add_model_parsers(sub: Any, add_judge_flags: Any) -> None:
         "--keep-stages",
         action="store_true",
         help="keep OUT/stages/ (each stage's weights) after the model is saved",
+    )
+    p.add_argument(
+        "--portable",
+        action="store_true",
+        help="pin MKL, oneDNN and torch to their AVX2 code paths, so that the weights are the "
+        "same on any AVX2 CPU (slower; not how the shipped weights were made)",
     )
     p.set_defaults(fn=cmd_train)
 

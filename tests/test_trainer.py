@@ -18,7 +18,7 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration  # noqa: E
 
 from harness.models.chat import get_template  # noqa: E402
 from harness.trainers import llava_stages as ls  # noqa: E402
-from harness.trainers import recipes  # noqa: E402
+from harness.trainers import portable, recipes  # noqa: E402
 from harness.trainers import toy_model as tm  # noqa: E402
 from harness.trainers.recipes import TOY_LLAVA, train_toy_llava  # noqa: E402
 from harness.trainers.vision_pretrain import VisionPretrainConfig  # noqa: E402
@@ -567,3 +567,77 @@ def test_harness_train_says_whether_it_re_created_the_shipped_weights(
     assert set(machine) == {"machine.cpu", "machine.threads", "machine.torch_cpu_capability"}
     assert all(shipped is None and run for shipped, run in machine.values())
     assert ShippedModel.read(tmp_path / "missing") is None
+
+
+def _train_in_subprocess(out: Path, env: dict[str, str]) -> bytes:
+    """Train the micro recipe in a fresh Python whose libraries load under ``env``."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]);"
+        "from test_trainer import MICRO_RECIPE, MicroWorld;"
+        "from harness.trainers.recipes import train_toy_llava;"
+        "train_toy_llava(sys.argv[2], log=None, recipe=MICRO_RECIPE, data=MicroWorld)"
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in portable.ISA_VARIABLES}
+    subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent), str(out)],
+        env={**clean, **env},
+        cwd=out.parent,  # not the repository root (see conftest)
+        check=True,
+        capture_output=True,
+    )
+    return (out / "model.safetensors").read_bytes()
+
+
+def test_portable_training_gives_the_same_floats_without_avx512(tmp_path):
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability not in ("AVX2", "AVX512"):
+        pytest.skip(f"needs an AVX2 CPU (torch reports {capability})")
+    # an AVX2-only CPU, emulated: every library on its AVX2 code path, MKL by plain dispatch
+    avx2_cpu = {
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "ONEDNN_MAX_CPU_ISA": "AVX2",
+    }
+    here_portable = _train_in_subprocess(tmp_path / "here", portable.PORTABLE_ENV)
+    avx2_portable = _train_in_subprocess(tmp_path / "avx2", {**avx2_cpu, **portable.PORTABLE_ENV})
+    assert here_portable == avx2_portable
+    recorded = json.loads((tmp_path / "here" / "training.json").read_text())["stats"]["machine"]
+    assert recorded["isa_pins"] == portable.isa_pins(portable.PORTABLE_ENV)
+    assert recorded["torch_cpu_capability"] == "AVX2"
+    if capability == "AVX512":  # the control: without the pins, the CPU's own paths differ
+        assert _train_in_subprocess(tmp_path / "default", {}) != avx2_portable
+
+
+def test_harness_train_portable_reexecutes_under_the_pins(tmp_path, monkeypatch, capsys):
+    from functools import partial
+
+    from harness.cli import main
+
+    for name in portable.ISA_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    calls = []
+
+    def fake_reexec(argv):
+        calls.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(portable, "reexec_portable", fake_reexec)
+    out = str(tmp_path / "m")
+    with pytest.raises(SystemExit):
+        main(["train", "toy-llava", "--out", out, "--portable", "--keep-stages"])
+    assert calls == [
+        ["train", "toy-llava", "--out", out, "--seed", "0", "--portable", "--keep-stages"]
+    ]
+    # under the pins (as after the re-exec) it trains, and the stage keys change with them
+    micro = partial(train_toy_llava, recipe=MICRO_RECIPE, data=MicroWorld)
+    monkeypatch.setitem(recipes.RECIPES, "toy-llava", micro)
+    default_keys = recipes.stage_keys(MICRO_RECIPE, 0, {"a": 0})
+    for name, value in portable.PORTABLE_ENV.items():
+        monkeypatch.setenv(name, value)
+    assert recipes.stage_keys(MICRO_RECIPE, 0, {"a": 0}) != default_keys
+    assert main(["train", "toy-llava", "--out", out, "--portable"]) == 0
+    assert len(calls) == 1

@@ -42,6 +42,7 @@ from harness.trainers.llava_stages import (
     StageConfig,
     train_stage,
 )
+from harness.trainers.portable import isa_pins
 from harness.trainers.stage_checkpoints import (
     STAGES_DIR,
     chain_key,
@@ -324,6 +325,7 @@ def machine_description() -> dict[str, str]:
         "cpu": model,
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": str(torch.get_num_threads()),
+        "isa_pins": isa_pins(),  # harness train --portable (trainers/portable.py)
     }
 
 
@@ -336,8 +338,10 @@ def stage_keys(recipe: ToyLlavaRecipe, seed: int, vocabulary: Mapping[str, int])
     ]
     vocab = hashlib.sha256(json.dumps(sorted(vocabulary.items())).encode()).hexdigest()
     common = {f: fields[f] for f in STAGE_FIELDS["common"]}
-    # another torch or transformers may compute other floats, so the key has their versions
+    # another torch or transformers may compute other floats, so the key has their versions,
+    # and so do other ISA pins (--portable)
     common["versions"] = library_versions()
+    common["isa_pins"] = isa_pins()
     key = chain_key("", "common", {"seed": seed, "vocabulary": vocab, **common})
     keys = {}
     for name in names:

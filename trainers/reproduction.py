@@ -36,7 +36,7 @@ def recorded_conditions(training: dict[str, Any]) -> dict[str, Any]:
         ("machine", stats.get("machine", {})),
     ):
         for key, value in values.items():
-            flat[f"{group}.{key}"] = value
+            flat[f"{group}.{key}"] = None if value == "" else value  # "" = none set
     return flat
 
 
