@@ -641,3 +641,15 @@ def test_harness_train_portable_reexecutes_under_the_pins(tmp_path, monkeypatch,
     assert recipes.stage_keys(MICRO_RECIPE, 0, {"a": 0}) != default_keys
     assert main(["train", "toy-llava", "--out", out, "--portable"]) == 0
     assert len(calls) == 1
+
+
+def test_the_portable_rerun_starts_cleanly_in_the_repository_root(tmp_path):
+    """The re-run's command works where users type ``harness train`` (a checkout's root,
+    whose kernels/ folder must not shadow the ``kernels`` package transformers imports)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    command = portable.harness_command(["train", "no-such-recipe", "--out", str(tmp_path)])
+    done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "no-such-recipe: unknown recipe" in done.stderr

@@ -35,7 +35,21 @@ def portable_active(environ: Mapping[str, str] = os.environ) -> bool:
     return all(environ.get(k) == v for k, v in PORTABLE_ENV.items())
 
 
+# The re-run's entry point. Not ``python -m``, which puts the working directory first on
+# sys.path: run from a checkout, its top-level kernels/ would shadow Hugging Face's
+# ``kernels`` package that transformers imports.
+_ENTRY = (
+    "import sys; sys.path[:] = [p for p in sys.path if p != '']; "
+    "from harness.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def harness_command(argv: Sequence[str]) -> list[str]:
+    """``harness ARGV`` as a command line for this Python."""
+    return [sys.executable, "-c", _ENTRY, *argv]
+
+
 def reexec_portable(argv: Sequence[str]) -> NoReturn:
-    """Replace this process with ``python -m harness.cli ARGV`` under :data:`PORTABLE_ENV`."""
-    env = {**os.environ, **PORTABLE_ENV}
-    os.execve(sys.executable, [sys.executable, "-m", "harness.cli", *argv], env)
+    """Replace this process with ``harness ARGV`` under :data:`PORTABLE_ENV`."""
+    command = harness_command(argv)
+    os.execve(command[0], command, {**os.environ, **PORTABLE_ENV})
