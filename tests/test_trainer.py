@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -528,8 +532,6 @@ def test_shipped_toy_llava_loads_offline():
 def test_harness_train_says_whether_it_re_created_the_shipped_weights(
     tmp_path, monkeypatch, capsys
 ):
-    from functools import partial
-
     from harness.cli import main
     from harness.models import loading
     from harness.trainers.reproduction import ShippedModel, describe
@@ -571,10 +573,6 @@ def test_harness_train_says_whether_it_re_created_the_shipped_weights(
 
 def _train_in_subprocess(out: Path, env: dict[str, str]) -> bytes:
     """Train the micro recipe in a fresh Python whose libraries load under ``env``."""
-    import os
-    import subprocess
-    import sys
-
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "from test_trainer import MICRO_RECIPE, MicroWorld;"
@@ -613,8 +611,6 @@ def test_portable_training_gives_the_same_floats_without_avx512(tmp_path):
 
 
 def test_harness_train_portable_reexecutes_under_the_pins(tmp_path, monkeypatch, capsys):
-    from functools import partial
-
     from harness.cli import main
 
     for name in portable.ISA_VARIABLES:
@@ -646,8 +642,6 @@ def test_harness_train_portable_reexecutes_under_the_pins(tmp_path, monkeypatch,
 def test_the_portable_rerun_starts_cleanly_in_the_repository_root(tmp_path):
     """The re-run's command works where users type ``harness train`` (a checkout's root,
     whose kernels/ folder must not shadow the ``kernels`` package transformers imports)."""
-    import subprocess
-
     root = Path(__file__).resolve().parents[1]
     command = portable.harness_command(["train", "no-such-recipe", "--out", str(tmp_path)])
     done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=120)

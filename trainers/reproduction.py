@@ -8,21 +8,13 @@ versions, CPU). Bit-for-bit equality needs all of them equal (README, "Bit for b
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-WEIGHTS_FILE = "model.safetensors"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+from harness.datafiles import file_sha256
+from harness.trainers.stage_checkpoints import WEIGHTS as WEIGHTS_FILE
 
 
 def recorded_conditions(training: dict[str, Any]) -> dict[str, Any]:
