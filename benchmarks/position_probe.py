@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from harness.tasks.toy.world import COLORS, SHAPES, Scene, sample_scene
-from harness.trainers.vision_pretrain import patch_features
+from harness.trainers.llava_stages import vision_features
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "toy-llava"
 
@@ -70,7 +70,7 @@ def main() -> None:
         "pixel_values"
     ]
     with torch.no_grad():
-        tower = torch.cat([patch_features(model, p) for p in pixels.split(500)])
+        tower = torch.cat([vision_features(model, p) for p in pixels.split(500)])
         projected = torch.cat([model.model.multi_modal_projector(t) for t in tower.split(500)])
     print(f"{path}: {args.scenes} training-world scenes, 80/20 split, held-out accuracy")
     print("| features | patch index from its own feature | shape per cell | colour per cell |")

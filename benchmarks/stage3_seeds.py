@@ -90,7 +90,7 @@ def main() -> int:
         processor = AutoProcessor.from_pretrained(stage2)
         tokenizer = processor.tokenizer
         start = time.perf_counter()
-        encoded = encoded_stage(recipe, data, processor, tokenizer, stage, seed)
+        encoded = encoded_stage(recipe, data, processor, tokenizer, stage, seed, model=model)
         train_stage(model, encoded, stage, pad_id=tokenizer.pad_token_id, seed=seed, log=None)
         seconds = time.perf_counter() - start
         model.save_pretrained(out)

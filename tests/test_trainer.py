@@ -271,6 +271,64 @@ def test_cached_encoding_trains_bit_for_bit_like_encoding_on_demand():
     assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
+def test_vision_features_are_what_llava_projects():
+    tok, proc, model = _micro()
+    pixels = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        features = ls.vision_features(model, pixels)
+        llava = model.model.get_image_features(
+            pixels,
+            vision_feature_layer=model.config.vision_feature_layer,
+            vision_feature_select_strategy="default",
+        ).pooler_output
+        assert features.shape == (3, 4, MICRO.vision_hidden)  # CLS dropped
+        assert torch.equal(model.model.multi_modal_projector(features), torch.stack(llava))
+        # one image at a time gives the same floats as a batch (features are cached per image)
+        one = torch.cat([ls.vision_features(model, pixels[i : i + 1]) for i in range(3)])
+    assert torch.equal(one, features)
+
+
+@pytest.mark.parametrize("trainable", [ls.LLAVA_STAGE2_TRAINABLE, ls.LLAVA_STAGE1_TRAINABLE])
+def test_cached_image_features_train_bit_for_bit_like_pixels(trainable):
+    samples = MicroWorld.training_samples("instruct", 24, seed=1, frames=2)
+    results, losses = [], []
+    for cached in (False, True):
+        tok, proc, model = _micro()
+        features = partial(ls.vision_features, model) if cached else None
+        data = ls.EncodedSamples(
+            proc, get_template("llava_hf"), samples, cache=True, image_features=features
+        )
+        # frames = 2 images of 4 tokens each, kept as features instead of pixels
+        assert (data[0].image_features is not None) == cached
+        assert (data[0].pixel_values.numel() == 0) == cached
+        stage = ls.StageConfig("instruct", trainable, steps=6, batch_size=8, lr=3e-3)
+        stats = ls.train_stage(model, data, stage, pad_id=tok.pad_token_id, seed=3, log=None)
+        results.append(model.state_dict())
+        losses.append(stats.losses)
+        accuracy = ls.answer_accuracy(model, [data[i] for i in range(8)])
+        results[-1]["accuracy"] = torch.tensor(accuracy)
+    assert losses[0] == losses[1]
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+
+
+def test_cached_image_features_refuse_a_stage_that_trains_the_tower():
+    tok, proc, model = _micro()
+    samples = MicroWorld.training_samples("instruct", 8, seed=1)
+    data = ls.EncodedSamples(
+        proc,
+        get_template("llava_hf"),
+        samples,
+        image_features=partial(ls.vision_features, model),
+    )
+    stage = ls.StageConfig("instruct", ls.PARTS, steps=1, batch_size=4, lr=1e-3)
+    with pytest.raises(ValueError, match="trains the vision tower"):
+        ls.train_stage(model, data, stage, pad_id=tok.pad_token_id, log=None)
+    batch = ls.collate([data[0]], tok.pad_token_id)
+    batch["image_features"] = batch["image_features"][:, :2]  # fewer than the image tokens
+    with pytest.raises(ValueError, match="image tokens in the batch"):
+        ls.model_inputs(model, batch)
+
+
 def test_wsd_schedule_holds_the_rate_then_cools_down_linearly():
     stage = ls.StageConfig(
         "s",

@@ -21,6 +21,13 @@ Data path, identical to inference so train and eval prompts match exactly:
 Batches are padded on either side with position ids computed from the
 attention mask exactly as ``generate`` computes them, so the padding side does
 not change what the model sees.
+
+While the vision tower is frozen (every LLaVA stage), an example can keep its
+images' tower features instead of their pixels (``EncodedSamples(image_features=...)``,
+:func:`vision_features`): the tower then runs once per image instead of once
+per epoch, and the step feeds the projected features in as input embeddings,
+which is what transformers' LLaVA does with pixels, so the loss and gradients
+are the same bit for bit.
 """
 
 from __future__ import annotations
@@ -89,7 +96,9 @@ class Encoded:
 
     input_ids: torch.Tensor  # (L,) prompt + completion
     labels: torch.Tensor  # (L,) -100 on the prompt
-    pixel_values: torch.Tensor  # (n_images, 3, H, W)
+    pixel_values: torch.Tensor  # (n_images, 3, H, W); empty when image_features is kept
+    # (n_images, tokens, vision width): the frozen tower's output (vision_features)
+    image_features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.input_ids.shape[0])
@@ -242,7 +251,10 @@ class EncodedSamples(Sequence[Encoded]):
     bytes, 48 KB as pixel values), so tens of thousands of samples fit in memory.
     ``cache=True`` keeps each example once encoded: a stage that sees every sample many
     times then runs the processor once per sample (a quarter of toy-llava's step time),
-    for about 50 KB per 64 px image of memory. ``lengths`` is a sort key for batching
+    for about 50 KB per 64 px image of memory. ``image_features`` (a function of pixel
+    values, e.g. ``partial(vision_features, model)``) keeps each image's features
+    from the frozen vision tower instead of its pixels (6 KB per 64 px image of toy-llava);
+    use it only while the tower does not train. ``lengths`` is a sort key for batching
     (images first, then text length).
     """
 
@@ -255,8 +267,10 @@ class EncodedSamples(Sequence[Encoded]):
         option_letter_loss: bool = False,
         option_check_loss: bool = False,
         cache: bool = False,
+        image_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.processor = processor
+        self.image_features = image_features
         self.template = template
         self.option_letter_loss = option_letter_loss
         self.option_check_loss = option_check_loss
@@ -270,12 +284,28 @@ class EncodedSamples(Sequence[Encoded]):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Encoded:  # type: ignore[override]
-        if self._cache is not None:
-            hit = self._cache.get(index)
+        return self.take([index])[0]
+
+    def take(self, indices: Sequence[int]) -> list[Encoded]:
+        """The examples at ``indices`` (a batch). The image features of those not encoded
+        yet come from one tower call; a frozen tower gives each image the same floats
+        whatever else is in the call (tests/test_trainer.py checks it)."""
+        found: dict[int, Encoded] = {}
+        todo = []
+        for index in dict.fromkeys(indices):
+            hit = self._cache.get(index) if self._cache is not None else None
             if hit is None:
-                hit = self._cache[index] = self._encode(index)
-            return hit
-        return self._encode(index)
+                todo.append(index)
+            else:
+                found[index] = hit
+        encoded = [self._encode(index) for index in todo]
+        if self.image_features is not None:
+            encoded = self._features_for_pixels(encoded)
+        for index, example in zip(todo, encoded, strict=True):
+            found[index] = example
+            if self._cache is not None:
+                self._cache[index] = example
+        return [found[index] for index in indices]
 
     def _encode(self, index: int) -> Encoded:
         s = self.samples[index]
@@ -288,6 +318,21 @@ class EncodedSamples(Sequence[Encoded]):
             option_letter_loss=self.option_letter_loss,
             option_check_loss=self.option_check_loss,
         )
+
+    def _features_for_pixels(self, encoded: list[Encoded]) -> list[Encoded]:
+        assert self.image_features is not None
+        with_images = [e for e in encoded if e.pixel_values.numel()]
+        if not with_images:
+            return encoded
+        with torch.no_grad():
+            features = self.image_features(torch.cat([e.pixel_values for e in with_images]))
+        parts = iter(features.split([len(e.pixel_values) for e in with_images]))
+        return [
+            Encoded(e.input_ids, e.labels, torch.zeros(0), next(parts))
+            if e.pixel_values.numel()
+            else e
+            for e in encoded
+        ]
 
 
 def collate(
@@ -307,8 +352,13 @@ def collate(
     position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
     out = {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids, "labels": labels}
     pixels = [e.pixel_values for e in batch if e.pixel_values.numel()]
+    features = [e.image_features for e in batch if e.image_features is not None]
+    if pixels and features:
+        raise ValueError("a batch mixes pixel values and cached image features")
     if pixels:
         out["pixel_values"] = torch.cat(pixels)
+    if features:
+        out["image_features"] = torch.cat(features)
     return out
 
 
@@ -368,6 +418,48 @@ def set_trainable(model: nn.Module, trainable: Iterable[str]) -> list[nn.Paramet
     return params
 
 
+def vision_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    """The vision tower's features that LLaVA feeds its projector.
+
+    ``vision_feature_layer`` (one layer, or several concatenated) with the CLS token
+    dropped under the "default" select strategy, as transformers'
+    ``LlavaModel.get_image_features`` selects them; shape (images, tokens, width).
+    """
+    config = model.config
+    layers = config.vision_feature_layer
+    hidden = model.model.vision_tower(
+        pixel_values.to(model.dtype), output_hidden_states=True, return_dict=True
+    ).hidden_states
+    chosen = [hidden[layers]] if isinstance(layers, int) else [hidden[i] for i in layers]
+    if config.vision_feature_select_strategy == "default":
+        chosen = [h[:, 1:] for h in chosen]
+    return torch.cat(chosen, dim=-1)
+
+
+def model_inputs(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inputs of ``model.model`` for a batch (labels left out).
+
+    Cached ``image_features`` go through the projector and replace the image tokens'
+    embeddings, as LlavaModel does with the features of ``pixel_values``.
+    """
+    inputs = {k: v for k, v in batch.items() if k not in ("labels", "image_features")}
+    features = batch.get("image_features")
+    if features is None:
+        return inputs
+    ids = inputs.pop("input_ids")
+    embeds = model.get_input_embeddings()(ids)
+    projected = model.model.multi_modal_projector(features)
+    projected = projected.reshape(-1, embeds.shape[-1]).to(embeds.dtype)
+    image_tokens = ids == model.config.image_token_id
+    if int(image_tokens.sum()) != projected.shape[0]:
+        raise ValueError(
+            f"{int(image_tokens.sum())} image tokens in the batch but features for "
+            f"{projected.shape[0]}"
+        )
+    inputs["inputs_embeds"] = embeds.masked_scatter(image_tokens.unsqueeze(-1), projected)
+    return inputs
+
+
 def lr_factor(step: int, stage: StageConfig) -> float:
     """Linear warm-up, then cosine / linear decay to ``min_lr_ratio``, constant, or constant
     followed by a linear decay over the last ``cooldown_steps`` ("wsd")."""
@@ -393,8 +485,7 @@ def lr_factor(step: int, stage: StageConfig) -> float:
 def completion_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross entropy over the labelled (completion) tokens."""
     labels = batch["labels"]
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    hidden = model.model(**inputs).last_hidden_state
+    hidden = model.model(**model_inputs(model, batch)).last_hidden_state
     # Only positions that predict a labelled token go through the LM head.
     target = labels[:, 1:]
     keep = target != IGNORE_INDEX
@@ -416,10 +507,12 @@ def answer_accuracy(model: nn.Module, data: Sequence[Encoded]) -> float:
     for example in data:
         # the completion is the labelled run that ends the sequence
         start = int((example.labels == IGNORE_INDEX).nonzero()[-1]) + 1
-        inputs = {"input_ids": example.input_ids[None, :start]}
+        batch = {"input_ids": example.input_ids[None, :start]}
         if example.pixel_values.numel():
-            inputs["pixel_values"] = example.pixel_values
-        logits = model(**inputs).logits[0, -1]
+            batch["pixel_values"] = example.pixel_values
+        if example.image_features is not None:
+            batch["image_features"] = example.image_features
+        logits = model(**model_inputs(model, batch)).logits[0, -1]
         right += int(logits.argmax()) == int(example.input_ids[start])
     model.train(was_training)
     return right / max(1, len(data))
@@ -436,6 +529,11 @@ def train_stage(
     log: Callable[[str], None] | None = print,
 ) -> StageStats:
     """Run one stage in place on ``model`` (AdamW, warm-up + decay, gradient clipping)."""
+    if "vision" in stage.trainable and getattr(data, "image_features", None) is not None:
+        raise ValueError(
+            f"stage {stage.name} trains the vision tower, so its examples cannot keep "
+            "cached image features (EncodedSamples(image_features=None))"
+        )
     torch.manual_seed(seed)
     rng = random.Random(seed)
     params = set_trainable(model, stage.trainable)
@@ -467,7 +565,9 @@ def train_stage(
     start = time.perf_counter()
     window: list[float] = []
     for step, indices in enumerate(order):
-        batch = collate([data[i] for i in indices], pad_id, stage.padding_side)
+        take = getattr(data, "take", None)  # EncodedSamples: one tower call per batch
+        examples = take(indices) if take else [data[i] for i in indices]
+        batch = collate(examples, pad_id, stage.padding_side)
         loss = completion_loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

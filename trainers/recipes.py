@@ -1,6 +1,6 @@
 """Training recipes. ``toy-llava``: the project's default model, trained on the synthetic world.
 
-Recreate the shipped weights (about 24 minutes on 2 CPU cores, seeded)::
+Recreate the shipped weights (about 21-24 minutes on 2 CPU cores, seeded)::
 
     harness train toy-llava --out models/weights/toy-llava
 
@@ -31,6 +31,7 @@ import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ from harness.trainers.llava_stages import (
     EncodedSamples,
     StageConfig,
     train_stage,
+    vision_features,
 )
 from harness.trainers.portable import isa_pins
 from harness.trainers.stage_checkpoints import (
@@ -236,11 +238,20 @@ def encoded_stage(
     tokenizer: Any,
     stage: StageConfig,
     seed: int,
+    model: torch.nn.Module | None = None,
 ) -> EncodedSamples:
     """One LLaVA stage's samples (drawn with the stage's own ``seed``), checked and encoded
-    with the losses the recipe gives that stage."""
+    with the losses the recipe gives that stage.
+
+    With ``model``, and a stage that keeps the vision tower frozen, each example keeps its
+    images' tower features instead of pixels (:func:`vision_features`; same floats,
+    the tower runs once per image).
+    """
     samples = stage_samples(recipe, data, stage.name, seed)
     _check_round_trip(tokenizer, {s.answer for s in samples})
+    features = None
+    if model is not None and "vision" not in stage.trainable:
+        features = partial(vision_features, model)
     return EncodedSamples(
         processor,
         get_template(recipe.template),
@@ -248,6 +259,7 @@ def encoded_stage(
         option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
         option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
         cache=True,
+        image_features=features,
     )
 
 
@@ -417,7 +429,9 @@ def train_toy_llava(
             )
         else:
             i, stage = llava_stages[name]
-            encoded = encoded_stage(recipe, data, processor, tokenizer, stage, seed * 1000 + i)
+            encoded = encoded_stage(
+                recipe, data, processor, tokenizer, stage, seed * 1000 + i, model=model
+            )
             say(f"[{name}] {len(encoded)} examples prepared in {time.perf_counter() - t0:.1f}s")
             result = train_stage(
                 model,

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.trainers.llava_stages import vision_features
+
 
 @dataclass(frozen=True)
 class VisionPretrainConfig:
@@ -79,13 +81,6 @@ class ImageHead(nn.Module):
         return self.out((weights * x).sum(1) + x.mean(1))
 
 
-def patch_features(model: nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
-    """The features LLaVA feeds its projector: ``vision_feature_layer``, CLS dropped."""
-    layer = model.config.vision_feature_layer
-    out = model.model.vision_tower(pixel_values, output_hidden_states=True)
-    return out.hidden_states[layer][:, 1:]
-
-
 def pretrain_vision_tower(
     model: nn.Module,
     processor: Any,
@@ -136,7 +131,7 @@ def pretrain_vision_tower(
     n = len(pairs)
     for step in range(config.steps):
         batch = rng.sample(range(n), min(config.batch_size, n))
-        img = nn.functional.normalize(head(patch_features(model, pixels[batch])), dim=-1)
+        img = nn.functional.normalize(head(vision_features(model, pixels[batch])), dim=-1)
         cap = nn.functional.normalize(text(ids[batch]), dim=-1)
         logits = log_scale.exp().clamp(max=100) * img @ cap.t()
         # Identical captions in one batch are all correct matches.
