@@ -22,7 +22,7 @@ import contextlib
 import json
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,20 +53,50 @@ COLUMNS = {
 
 def parse_settings(pairs: list[str]) -> ToyLlavaRecipe:
     """``FIELD=VALUE`` pairs (VALUE as JSON, e.g. 6000, 5e-4 or [["pope", 0.2]]) applied to
-    the shipped recipe."""
-    known = {f.name for f in fields(ToyLlavaRecipe)}
-    changes = {}
+    the shipped recipe; ``model.FIELD`` / ``vision.FIELD`` set a field of the model spec or
+    of the vision-pretraining config (e.g. ``model.patch_size=32``, ``vision.steps=700``)."""
+    recipe = TOY_LLAVA
     for pair in pairs:
         name, _, value = pair.partition("=")
-        if name not in known or not value:
-            raise SystemExit(f"--set {pair}: expected FIELD=VALUE with a ToyLlavaRecipe field")
-        changes[name] = _as_tuples(json.loads(value))
-    return replace(TOY_LLAVA, **changes)
+        if not value:
+            raise SystemExit(f"--set {pair}: expected FIELD=VALUE, VALUE as JSON")
+        outer, _, inner = name.partition(".")
+        nested = getattr(recipe, outer, None) if inner else None
+        if inner and is_dataclass(nested):
+            if inner not in {f.name for f in fields(nested)}:
+                raise SystemExit(f"--set {pair}: {inner!r} is not a field of {outer}")
+            recipe = replace(recipe, **{outer: replace(nested, **{inner: json.loads(value)})})
+        elif name in {f.name for f in fields(ToyLlavaRecipe)}:
+            recipe = replace(recipe, **{name: _as_tuples(json.loads(value))})
+        else:
+            raise SystemExit(f"--set {pair}: {name!r} is not a ToyLlavaRecipe field")
+    return recipe
 
 
 def _as_tuples(value: object) -> object:
     """JSON lists as the recipe's tuples, e.g. mc_rest_mix=[["pope", 0.2], ["where", 0.1]]."""
     return tuple(_as_tuples(v) for v in value) if isinstance(value, list) else value
+
+
+def score(model_dir: Path) -> dict[str, float]:
+    """``harness run`` of the model in ``model_dir`` on the rule-scored toy tasks (no CIs);
+    the results DB and ``scores.json`` are written next to the weights."""
+    scores = model_dir / "scores.json"
+    run = ["run", "--model", "toy-llava", "--model-path", str(model_dir), "--tasks", TASKS]
+    run += ["--db", str(model_dir / "results.db"), "--bootstrap", "0", "--batch-size", "16"]
+    with scores.open("w") as handle, contextlib.redirect_stdout(handle):
+        code = harness([*run, "--json"])
+    if code:
+        raise SystemExit(f"harness run on {model_dir} failed with exit code {code}")
+    return json.loads(scores.read_text())
+
+
+def print_table(head: list[str], rows: list[list[str]]) -> None:
+    """A markdown table: ``head`` columns, then the score columns."""
+    print("| " + " | ".join(head + list(COLUMNS)) + " |")
+    print("|---" * (len(COLUMNS) + len(head)) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
 
 
 def main() -> int:
@@ -95,19 +125,9 @@ def main() -> int:
         seconds = time.perf_counter() - start
         model.save_pretrained(out)
         processor.save_pretrained(out)
-        scores = out / "scores.json"
-        run = ["run", "--model", "toy-llava", "--model-path", str(out), "--tasks", TASKS]
-        run += ["--db", str(out / "results.db"), "--bootstrap", "0", "--batch-size", "16"]
-        with scores.open("w") as handle, contextlib.redirect_stdout(handle):
-            code = harness([*run, "--json"])
-        if code:
-            return code
-        values = json.loads(scores.read_text())
+        values = score(out)
         rows.append([str(seed), f"{seconds:.0f}"] + [f"{values[k]:.1f}" for k in COLUMNS.values()])
-    print("| seed | stage 3 s | " + " | ".join(COLUMNS) + " |")
-    print("|---" * (len(COLUMNS) + 2) + "|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    print_table(["seed", "stage 3 s"], rows)
     return 0
 
 
