@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -14,6 +18,23 @@ REPO = Path(__file__).resolve().parent.parent
 # harness.kernels) instead. The project's code is imported as harness.* from the install.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
 REFERENCE = REPO.parent / "shared" / "reference" / "llava-v1.5-13b"
+BENCHMARKS = REPO / "benchmarks"
+
+
+@contextmanager
+def _benchmark_script(name: str) -> Iterator[ModuleType]:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@pytest.fixture(scope="session")
+def benchmark_script() -> Callable[[str], AbstractContextManager[ModuleType]]:
+    """Imports a script of benchmarks/ as a module (``with benchmark_script(name) as m``),
+    with its folder on sys.path meanwhile, as when it runs, so it can import its neighbours."""
+    return _benchmark_script
 
 
 @pytest.fixture(scope="session")

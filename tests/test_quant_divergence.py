@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def divergence():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("quant_divergence")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def divergence(benchmark_script):
+    with benchmark_script("quant_divergence") as module:
+        yield module
 
 
 def test_kl_divergence_is_exact_on_known_distributions(divergence):

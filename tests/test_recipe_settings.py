@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 pytest.importorskip("torch")
@@ -13,16 +9,11 @@ pytest.importorskip("transformers")
 
 from harness.trainers.recipes import TOY_LLAVA  # noqa: E402
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def stage3_seeds():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        yield importlib.import_module("stage3_seeds")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def stage3_seeds(benchmark_script):
+    with benchmark_script("stage3_seeds") as module:
+        yield module
 
 
 def test_settings_reach_recipe_model_and_vision_fields(stage3_seeds):
