@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from harness.trainers.recipes import TOY_LLAVA, _default_data, encoded_stage
+from harness.trainers.recipes import TOY_LLAVA, _default_data, encoded_stage, machine_description
 from harness.trainers.toy_model import build_model, build_processor, build_tokenizer
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "toy-llava"
@@ -46,6 +45,18 @@ def linear_shapes(model: torch.nn.Module) -> dict[str, list[tuple[int, int]]]:
         ]
         for name, modules in parts.items()
     }
+
+
+def patch_embedding_macs(model: torch.nn.Module) -> int:
+    """Multiply-adds of the tower's patch-embedding convolutions for one image."""
+    size = model.config.vision_config.image_size
+    total = 0
+    for m in model.model.vision_tower.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            kh, kw = m.kernel_size
+            positions = (size // m.stride[0]) * (size // m.stride[1])
+            total += positions * m.in_channels * kh * kw * m.out_channels
+    return total
 
 
 def matmul_seconds(shapes: list[tuple[int, int]], rows: int, backward: bool, repeats: int) -> float:
@@ -83,10 +94,14 @@ def main() -> int:
     shapes = linear_shapes(model)
     patches = recipe.model.image_seq_length + 1  # the tower also runs the CLS token
     recorded = {s["name"]: s for s in json.loads(args.training.read_text())["stats"]["stages"]}
-    print(f"machine: {platform.processor() or platform.machine()}, {recipe.threads} threads")
+    machine = machine_description()
+    print(
+        f"machine: {machine['cpu']}, {machine['torch_cpu_capability']}, {machine['threads']} threads"
+    )
     print("| stage | steps | tokens / example | images / example | floor s | measured s | ratio |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     floor_total = measured_total = 0.0
+    notes: list[str] = []
     for index, stage in enumerate(recipe.stages()):
         encoded = encoded_stage(recipe, data, processor, tokenizer, stage, seed=index)
         examples = encoded.take(range(min(args.sample, len(encoded))))
@@ -98,6 +113,18 @@ def main() -> int:
         step += matmul_seconds(shapes["projector"], rows, True, args.repeats)
         step += matmul_seconds(shapes["tower"], round(batch * images * patches), False, 5)
         floor = stage.steps * step
+        # multiply-adds: the tower's forward per image, against the trained parts' forward
+        # and backward (3x the forward) per example
+        tower_macs = patches * sum(i * o for i, o in shapes["tower"]) + patch_embedding_macs(model)
+        trained_macs = 3 * (
+            tokens * sum(i * o for i, o in shapes["language"])
+            + images * recipe.model.image_seq_length * sum(i * o for i, o in shapes["projector"])
+        )
+        notes.append(
+            f"{stage.name}: tower forward {tower_macs / 1e6:.1f} M multiply-adds per image "
+            f"(Linears and patch embedding), decoder + projector forward and backward {trained_macs / 1e6:.0f} M "
+            "per example"
+        )
         measured = recorded.get(stage.name, {}).get("seconds", float("nan"))
         floor_total += floor
         measured_total += measured
@@ -109,6 +136,7 @@ def main() -> int:
         f"| all LLaVA stages | | | | {floor_total:.0f} | {measured_total:.0f} | "
         f"{measured_total / floor_total:.2f} |"
     )
+    print("\n".join(notes))
     return 0
 
 

@@ -39,6 +39,11 @@ def main() -> int:
     args = parser.parse_args()
     recipe = parse_settings(args.set)
     if args.source is not None:
+        if not (args.source / STAGES_DIR).is_dir():
+            raise SystemExit(
+                f"--from {args.source}: no {STAGES_DIR}/ folder (keep one with "
+                "harness train --keep-stages, or a previous --out of this script)"
+            )
         for stage in sorted((args.source / STAGES_DIR).iterdir()):
             target = args.out / STAGES_DIR / stage.name
             if not target.exists():

@@ -564,8 +564,8 @@ def train_stage(
     model.train()
     start = time.perf_counter()
     window: list[float] = []
+    take = getattr(data, "take", None)  # EncodedSamples: one tower call per batch
     for step, indices in enumerate(order):
-        take = getattr(data, "take", None)  # EncodedSamples: one tower call per batch
         examples = take(indices) if take else [data[i] for i in indices]
         batch = collate(examples, pad_id, stage.padding_side)
         loss = completion_loss(model, batch)
