@@ -1,101 +1,53 @@
 """The ``harness`` command line: run, tasks, score, runs, leaderboard, gate, export.
 
 Each sub-command is a thin layer over the library: parse flags, call one
-function, print a table (rich) or JSON. A :class:`~harness.errors.HarnessError`
-is printed as one line and exits with status 2.
+function, print a table (rich) or JSON on stdout; progress, notes and errors
+go to stderr (:mod:`harness.console`). A :class:`~harness.errors.HarnessError`
+is printed as one line and exits with status 2; scores that are incomplete
+exit with 3 (see :mod:`harness.cli_common`).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
-import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness import __version__
-from harness.errors import HarnessError
-
-DEFAULT_DB = "harness-results.db"
-console = Console()
-err_console = Console(stderr=True)
-
-
-def _kv_list(values: Sequence[str] | None, flag: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in values or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise HarnessError(
-                f"{flag} {item!r}: expected ROLE=PATH (e.g. {flag} questions=llava_pope_test.jsonl)"
-            )
-        out[key.strip()] = value.strip()
-    return out
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    return Path(args.db or os.environ.get("HARNESS_DB") or DEFAULT_DB)
+from harness.cli_common import (
+    Parser,
+    add_allow_missing,
+    add_judge_flags,
+    emit_json,
+    finite_float,
+    fmt,
+    kv_list,
+    make_judges,
+    non_negative_int,
+    open_store,
+    overrides_per_task,
+    probability,
+    report_incomplete,
+    setup_logging,
+)
+from harness.console import error, say, show, warn
+from harness.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_USAGE, HarnessError, StoreError
 
 
-def _open_store(args: argparse.Namespace, must_exist: bool = False) -> Any:
-    from harness.results.store import ResultsStore
-
-    path = _db_path(args)
-    if must_exist and not path.exists():
-        raise HarnessError(f"--db {path}: no such results database (set --db or HARNESS_DB)")
-    return ResultsStore(path)
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
-# -- judge ---------------------------------------------------------------------------
-def _add_judge_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM judge (VCG, Quilt review, MMBench fallback)")
-    g.add_argument(
-        "--judge-model",
-        help="judge model name (env HARNESS_JUDGE_MODEL; default: the task's official judge)",
+def _add_allow_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-extra",
+        action="store_true",
+        help="leave out predictions that belong to no document of the task(s) instead of "
+        "refusing the file (e.g. one split of an answer file that holds several)",
     )
-    g.add_argument("--judge-base-url", help="OpenAI-compatible endpoint (env OPENAI_BASE_URL)")
-    g.add_argument("--judge-api-key", help="API key, never stored (env OPENAI_API_KEY)")
-    g.add_argument(
-        "--judge-retries", type=int, default=4, help="attempts per judgement (default 4)"
-    )
-
-
-def _make_judges(args: argparse.Namespace, tasks: list[Any], store: Any) -> dict[str, Any]:
-    """One judge per judge-scored task, each on its official model unless --judge-model is given."""
-    base_url = args.judge_base_url or os.environ.get("OPENAI_BASE_URL")
-    api_key = args.judge_api_key or os.environ.get("OPENAI_API_KEY")
-    judged = [t for t in tasks if t.config.judge is not None]
-    if not judged or (not base_url and not api_key):
-        return {}
-    from harness.judge_client import OpenAIJudge
-
-    override = args.judge_model or os.environ.get("HARNESS_JUDGE_MODEL")
-    judges: dict[str, Any] = {}
-    by_model: dict[str, Any] = {}
-    for task in judged:
-        model = override or task.config.judge.model
-        if model not in by_model:
-            by_model[model] = OpenAIJudge(
-                model=model,
-                base_url=base_url,
-                api_key=api_key or "none",
-                store=store,
-                max_attempts=args.judge_retries,
-            )
-        judges[task.name] = by_model[model]
-    return judges
 
 
 # -- tasks -----------------------------------------------------------------------------
@@ -113,6 +65,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
                     "optional_files": cfg.dataset.optional,
                     "metrics": [m.name for m in cfg.metrics],
                     "primary": cfg.primary_metric.name,
+                    "missing": cfg.missing,
                     "judge": cfg.judge.model if cfg.judge else None,
                     "export": cfg.export.format if cfg.export else None,
                 }
@@ -120,7 +73,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             },
             "groups": {name: registry.expand(name) for name in sorted(registry.groups)},
         }
-        print(json.dumps(payload, indent=2))
+        emit_json(payload)
         return 0
     table = Table(title=f"{len(registry.tasks)} tasks")
     for col in (
@@ -128,6 +81,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         "tags",
         "data files (role: official name)",
         "metrics (primary first)",
+        "no answer",
         "export",
     ):
         table.add_column(col, overflow="fold")
@@ -143,40 +97,27 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         table.add_row(
             name,
             ", ".join(cfg.tag),
-            files,
-            ", ".join(metrics) + judge,
+            Text(files),
+            Text(", ".join(metrics) + judge),
+            "left out" if cfg.missing == "skip" else "wrong",
             cfg.export.format if cfg.export else "",
         )
-    console.print(table)
+    show(table)
     groups = Table(title=f"{len(registry.groups)} groups")
     groups.add_column("group")
     groups.add_column("tasks", overflow="fold")
     for name in sorted(registry.groups):
         groups.add_row(name, ", ".join(registry.expand(name)))
-    console.print(groups)
+    show(groups)
     return 0
-
-
-def _overrides_per_task(tasks: list[Any], overrides: dict[str, str]) -> dict[str, dict[str, str]]:
-    """Apply each ``--data-file ROLE=PATH`` to every task of a group that has that role."""
-    out = {t.name: {} for t in tasks}
-    for role, path in overrides.items():
-        owners = [t for t in tasks if role in t.config.dataset.files]
-        if not owners:
-            roles = sorted({r for t in tasks for r in t.config.dataset.files})
-            raise HarnessError(
-                f"--data-file {role}=...: no task here has the role {role!r}; roles: {roles}"
-            )
-        for t in owners:
-            out[t.name][role] = path
-    return out
 
 
 # -- score -----------------------------------------------------------------------------
 def _score_table(scored: Any) -> Table:
     s = scored.score
     table = Table(
-        title=f"{s.task}  (n={s.n}, missing={s.n_missing}, parse failures={100 * s.parse_failure_rate:.2f}%)"
+        title=f"{s.task}  (n={s.n}, no answer={s.n_missing}, "
+        f"parse failures={100 * s.parse_failure_rate:.2f}%)"
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -184,75 +125,82 @@ def _score_table(scored: Any) -> Table:
     for name, value in s.metrics.items():
         lo, hi = s.ci.get(name, (None, None))
         mark = " *" if name == s.primary else ""
-        table.add_row(
-            name + mark, _fmt(value), f"{_fmt(lo)} - {_fmt(hi)}" if lo is not None else "-"
-        )
+        table.add_row(name + mark, fmt(value), f"{fmt(lo)} - {fmt(hi)}" if lo is not None else "-")
     for key, value in s.extra.items():
         table.add_row(key, str(value), "")
     return table
 
 
+def flat_scores(scores: Any, groups: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The ``--json`` object: ``task/metric -> number`` for every task and group."""
+    flat: dict[str, Any] = {}
+    for score in scores:
+        flat.update(score.flat())
+    for g, metrics in groups.items():
+        flat.update({f"{g}/{k}": v for k, v in metrics.items()})
+    return flat
+
+
 def cmd_score(args: argparse.Namespace) -> int:
     from harness.datafiles import file_sha256
     from harness.evaluator import write_sample_log
-    from harness.predictions import read_predictions
     from harness.registry import default_registry
-    from harness.scoring import group_metrics, score_predictions
+    from harness.scoring import group_metrics, score_tasks
     from harness.task import get_task
 
     registry = default_registry()
     names = registry.expand(args.task)
-    overrides = _kv_list(args.data_file, "--data-file")
     tasks = [get_task(n) for n in names]
-    per_task = _overrides_per_task(tasks, overrides)
-    preds = read_predictions(args.predictions)
-    store = _open_store(args) if args.db else None
-    judges = _make_judges(args, tasks, store)
-    results = []
-    for name in names:
-        scored = score_predictions(
-            name,
-            preds,
-            args.data_root,
-            per_task[name],
-            judge=judges.get(name),
-            n_boot=args.bootstrap,
-        )
-        results.append(scored)
+    per_task = overrides_per_task(tasks, kv_list(args.data_file, "--data-file"))
+    store = open_store(args, write=True) if args.db else None
+    judges = make_judges(args, tasks, store)
+    results = score_tasks(
+        names,
+        args.predictions,
+        args.data_root,
+        per_task,
+        judges=judges,
+        n_boot=args.bootstrap,
+        allow_extra=args.allow_extra,
+    )
+    for r in results:
         if args.log_samples:
-            prompts = {k: v.record.get("prompt") for k, v in scored.match.records.items()}
-            write_sample_log(Path(args.log_samples) / f"{name}.jsonl", scored.score, prompts)
+            prompts = {k: v.record.get("prompt") for k, v in r.match.records.items()}
+            write_sample_log(Path(args.log_samples) / f"{r.task.name}.jsonl", r.score, prompts)
     scores = {r.task.name: r.score for r in results}
     groups = {
         g: group_metrics(registry.groups[g], scores) for g in [args.task] if g in registry.groups
     }
-
+    stored, store_error = None, None
     if store is not None:
-        _store_offline_scores(store, args, results, groups, file_sha256(Path(args.predictions)))
-    if args.json:
-        flat: dict[str, float] = {}
-        for r in results:
-            flat.update(r.score.flat())
-        for g, metrics in groups.items():
-            flat.update({f"{g}/{k}": v for k, v in metrics.items()})
-        print(json.dumps(flat, indent=2, sort_keys=True))
-        return 0
-    for r in results:
-        console.print(_score_table(r))
-        if r.match and r.match.n_unmatched and len(names) == 1:
-            console.print(
-                f"[yellow]{r.match.n_unmatched} predictions matched no document of {r.task.name}[/]"
+        try:
+            stored = _store_offline_scores(
+                store, args, results, groups, file_sha256(Path(args.predictions))
             )
-    for g, metrics in groups.items():
-        console.print(f"[bold]{g}[/]: " + ", ".join(f"{k} {_fmt(v)}" for k, v in metrics.items()))
+        except StoreError as exc:  # print the scores first, then fail
+            store_error = exc
+    if args.json:
+        emit_json(flat_scores(scores.values(), groups), sort_keys=True)
+    else:
+        for r in results:
+            show(_score_table(r))
+        for g, metrics in groups.items():
+            show(Text(f"{g}: " + ", ".join(f"{k} {fmt(v)}" for k, v in metrics.items())))
+    if any(r.match.n_unmatched for r in results):
+        warn(f"{results[0].match.n_unmatched} predictions matched no document (--allow-extra)")
     for judge in {id(j): j for j in judges.values()}.values():
-        err_console.print(f"judge {judge.model}: {judge.stats()}", soft_wrap=True, highlight=False)
-    return 0
+        say(f"judge {judge.model}: {judge.stats()}")
+    status = report_incomplete(scores, args.allow_missing)
+    if store_error is not None:
+        raise store_error
+    if stored is not None:
+        say(f"stored as run {stored} in {store.path}")
+    return status
 
 
 def _store_offline_scores(
     store: Any, args: argparse.Namespace, results: list[Any], groups: dict, pred_hash: str
-) -> None:
+) -> str:
     from harness.provenance import git_commit, host, package_version
     from harness.registry import default_registry
     from harness.requests import gen_kwargs_hash
@@ -268,8 +216,9 @@ def _store_offline_scores(
             package_version=package_version(),
             git_commit=git_commit(),
             host=host(),
-            command=" ".join(sys.argv),
+            command=" ".join(["harness", *sys.argv[1:]]),
             notes=f"scored offline from {args.predictions}",
+            settings={"predictions": str(args.predictions), "sha256": pred_hash},
         )
     )
     try:
@@ -287,10 +236,13 @@ def _store_offline_scores(
                 data_hashes={"task_hash": task_hash},
                 options=r.task.options,
             )
-            rows = [
-                (d, (r.match.records[d].record.get("prompt") or ""), text)
-                for d, text in r.match.outputs.items()
-            ]
+            # every document gets a row, answered or not, so the run says what it lacked
+            rows = []
+            for doc in r.docs:
+                d = doc["doc_id"]
+                record = r.match.records.get(d)
+                prompt = (record.record.get("prompt") if record else None) or ""
+                rows.append((d, prompt, r.match.outputs.get(d)))
             store.put_outputs(fingerprint, r.task.name, task_hash, gen_hash, rows)
             store.put_task_score(
                 run_id, fingerprint, task_hash, gen_hash, r.score, r.task.config.metrics
@@ -303,62 +255,97 @@ def _store_offline_scores(
             store.put_group_metrics(run_id, g, metrics, primary)
         store.finish_run(run_id)
     except BaseException:
-        store.finish_run(run_id, "failed")
+        try:
+            store.finish_run(run_id, "failed")
+        except StoreError:
+            pass
         raise
-    err_console.print(f"stored as run {run_id} in {store.path}", soft_wrap=True)
+    return run_id
 
 
 # -- runs ------------------------------------------------------------------------------
-def cmd_runs(args: argparse.Namespace) -> int:
-    import datetime as dt
+def _settings_text(settings: dict[str, Any]) -> str:
+    """The parts of a run's settings that most often differ: dtype, device, attention, threads."""
+    runtime = settings.get("runtime", {})
+    parts = [runtime.get("dtype"), runtime.get("device")]
+    attention = runtime.get("attention") or {}
+    if attention:
+        parts.append("attn " + "/".join(sorted(set(attention.values()))))
+    if runtime.get("cpu_threads"):
+        parts.append(f"{runtime['cpu_threads']} threads")
+    if settings.get("quant"):
+        parts.append(f"quant {settings['quant'].get('recipe')}")
+    if runtime.get("quant_kernels"):
+        parts.append("+".join(sorted(runtime["quant_kernels"])))
+    if settings.get("template"):
+        parts.append(f"template {settings['template']}")
+    if settings.get("predictions"):
+        parts.append(f"from {Path(settings['predictions']).name}")
+    return ", ".join(p for p in parts if p)
 
-    store = _open_store(args, must_exist=True)
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    store = open_store(args, must_exist=True)
     runs = store.runs()
+    for run in runs:
+        for key in ("settings", "process", "quant_recipe", "timings"):
+            if isinstance(run.get(key), str):
+                run[key] = json.loads(run[key]) if run[key] else None
+        run["tasks"] = {
+            t["task"]: {"n": t["n"], "n_missing": t["n_missing"], "finished": t["finished_at"]}
+            for t in store.run_tasks(run["run_id"])
+        }
     if args.json:
-        print(json.dumps(runs, indent=2, default=str))
+        emit_json(runs, default=str)
         return 0
     table = Table(title=f"runs in {store.path}")
-    for col in ("run", "created", "status", "source", "model", "precision", "tasks"):
+    for col in ("run", "created", "status", "model", "precision", "settings", "tasks (n)"):
         table.add_column(col)
     for run in runs:
-        tasks = ", ".join(t["task"] for t in store.run_tasks(run["run_id"]))
         created = dt.datetime.fromtimestamp(run["created_at"]).strftime("%Y-%m-%d %H:%M")
+        status = run["status"] + (f", --limit {run['limit_docs']}" if run["limit_docs"] else "")
+        tasks = "\n".join(
+            f"{name} ({t['n']}" + (f", {t['n_missing']} no answer" if t["n_missing"] else "") + ")"
+            for name, t in run["tasks"].items()
+        )
         table.add_row(
             run["run_id"],
             created,
-            run["status"],
-            run["source"],
+            status,
             run["model"],
             run["precision"],
-            tasks,
+            Text(_settings_text(run["settings"] or {})),
+            Text(tasks),
         )
-    console.print(table)
+    show(table)
     return 0
 
 
 # -- leaderboard / gate ----------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from harness.console import emit
     from harness.results.leaderboard import build_leaderboard, plot_drops, render
 
-    store = _open_store(args, must_exist=True)
+    store = open_store(args, must_exist=True)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     board = build_leaderboard(store, base=args.base, tasks=tasks, metric=args.metric)
     text = render(board, args.format)
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
-        err_console.print(f"wrote {args.out}")
+        say(f"wrote {args.out}")
     else:
-        print(text)
+        emit(text)
     if args.plot:
         plot_drops(board, Path(args.plot))
-        err_console.print(f"wrote {args.plot}")
+        say(f"wrote {args.plot}")
     return 0
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
+    from harness.console import emit
     from harness.results.gate import run_gate
 
-    store = _open_store(args, must_exist=True)
+    store = open_store(args, must_exist=True)
     tasks = [t.strip() for t in args.tasks.split(",")] if args.tasks else None
     report = run_gate(
         store,
@@ -371,45 +358,61 @@ def cmd_gate(args: argparse.Namespace) -> int:
         require_significance=args.require_significance,
         n_boot=args.bootstrap,
         metric=args.metric,
+        allow_missing=args.allow_missing,
     )
     if args.json:
-        print(report.to_json())
+        emit(report.to_json())
     else:
-        console.print(report.table())
-        console.print(
-            "[bold green]PASS[/]" if report.passed else "[bold red]FAIL[/]: " + report.summary()
+        show(report.table())
+        show(
+            Text("PASS", style="bold green")
+            if report.passed
+            else Text.assemble(("FAIL", "bold red"), ": " + report.summary())
         )
-    return 0 if report.passed else 1
+    return 0 if report.passed else EXIT_GATE_FAILED
 
 
 # -- export ------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.predictions import match_predictions, read_predictions
+    from harness.requests import is_answer
     from harness.results.export import export_task
     from harness.task import get_task
 
     task = get_task(args.task)
-    overrides = _overrides_per_task([task], _kv_list(args.data_file, "--data-file"))[task.name]
+    overrides = overrides_per_task([task], kv_list(args.data_file, "--data-file"))[task.name]
     docs, files = task.load_docs(Path(args.data_root) if args.data_root else None, overrides)
+    if args.predictions and args.run:
+        raise HarnessError("export takes --run RUN or --predictions FILE, not both")
     if args.predictions:
-        outputs = match_predictions(task, docs, read_predictions(args.predictions)).outputs
+        match = match_predictions(
+            task, docs, read_predictions(args.predictions), allow_extra=args.allow_extra
+        )
+        outputs = match.outputs
     elif args.run:
-        store = _open_store(args, must_exist=True)
+        store = open_store(args, must_exist=True)
         outputs = {s["doc_id"]: s["raw_output"] for s in store.run_samples(args.run, task.name)}
     else:
         raise HarnessError("export needs --run RUN (from --db) or --predictions FILE")
-    rows = export_task(task, docs, outputs, Path(args.out), files)
-    missing = sum(1 for d in docs if d["doc_id"] not in outputs)
-    err_console.print(
+    answered = {d: t for d, t in outputs.items() if is_answer(t)}
+    rows = export_task(task, docs, answered, Path(args.out), files)
+    missing = sum(1 for d in docs if d["doc_id"] not in answered)
+    say(
         f"wrote {rows} rows to {args.out}"
-        + (f" ({missing} documents had no output)" if missing else "")
+        + (f" ({missing} documents had no answer)" if missing else "")
     )
+    if missing and not args.allow_missing:
+        error(
+            f"{missing} of {len(docs)} documents have no answer, so the file is incomplete "
+            "(pass --allow-missing to accept it)"
+        )
+        return EXIT_INCOMPLETE
     return 0
 
 
 # -- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    parser = Parser(prog="harness", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"vlm-harness {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -419,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from harness.cli_models import add_model_parsers
 
-    add_model_parsers(sub, _add_judge_flags)
+    add_model_parsers(sub)
 
     p = sub.add_parser("score", help="score saved model outputs offline")
     p.add_argument("task", help="task, group or tag (e.g. pope, mme, gqa_testdev)")
@@ -436,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one flat JSON object metric -> number"
     )
     p.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI (0: none)"
+        "--bootstrap",
+        type=non_negative_int,
+        default=1000,
+        help="bootstrap resamples for the 95%% CI (0: none)",
     )
     p.add_argument("--db", help="also store the scores in this results DB (env HARNESS_DB)")
     p.add_argument("--model", help="model name recorded with --db (default: predictions file stem)")
@@ -446,7 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="precision label recorded with --db (fp16, awq-w4g128, ...)",
     )
     p.add_argument("--log-samples", type=Path, help="write per-sample JSON lines into this folder")
-    _add_judge_flags(p)
+    add_allow_missing(p)
+    _add_allow_extra(p)
+    add_judge_flags(p)
     p.set_defaults(fn=cmd_score)
 
     p = sub.add_parser("runs", help="list runs in the results DB")
@@ -457,7 +465,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("leaderboard", help="model x precision table with drops vs a base")
     p.add_argument("--db")
     p.add_argument(
-        "--base", default="fp16", help="precision label (or run id) that drops are measured against"
+        "--base",
+        help="what drops are measured against: a precision label (fp16, ...), or one run (id "
+        "or MODEL@PRECISION); default: each model's unquantized run (fp16, else bf16, else fp32)",
     )
     p.add_argument("--tasks", help="comma list of tasks/groups (default: all in the DB)")
     p.add_argument("--metric", help="metric to show (default: each task's primary)")
@@ -472,24 +482,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--candidate", required=True, help="run id, id prefix, or MODEL@PRECISION")
     p.add_argument(
         "--max-drop",
-        type=float,
+        type=finite_float,
         default=1.0,
         help="largest allowed drop of the primary metric (points)",
     )
     p.add_argument(
         "--relative", action="store_true", help="--max-drop is a percentage of the base value"
     )
-    p.add_argument("--tasks", help="comma list of tasks (default: those both runs have)")
+    p.add_argument("--tasks", help="comma list of tasks (default: every task of the two runs)")
     p.add_argument(
-        "--alpha", type=float, default=0.05, help="significance level of the paired test"
+        "--alpha", type=probability, default=0.05, help="significance level of the paired test"
     )
     p.add_argument(
         "--require-significance",
         action="store_true",
         help="fail only when the drop is also significant",
     )
-    p.add_argument("--bootstrap", type=int, default=1000, help="paired bootstrap resamples")
+    p.add_argument(
+        "--bootstrap", type=non_negative_int, default=1000, help="paired bootstrap resamples"
+    )
     p.add_argument("--metric", help="metric to compare (default: each task's primary)")
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="compare runs although documents of theirs have no answer",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_gate)
 
@@ -501,6 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", help="export from a predictions file instead of a run")
     p.add_argument("--data-root", type=Path)
     p.add_argument("--data-file", action="append", metavar="ROLE=PATH")
+    add_allow_missing(p)
+    _add_allow_extra(p)
     p.set_defaults(fn=cmd_export)
     return parser
 
@@ -508,13 +527,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_logging()
     try:
         return int(args.fn(args) or 0)
     except HarnessError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        return 2
+        error(str(exc))
+        return EXIT_USAGE
     except KeyboardInterrupt:
-        err_console.print("interrupted; finished samples are kept in the results DB")
+        say("interrupted; finished samples are kept in the results DB")
         return 130
 
 

@@ -7,11 +7,12 @@ output is read, and how per-sample results aggregate into metrics.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from harness.hooks import Hook
+from harness.requests import check_gen_kwargs
 
 
 class _Strict(BaseModel):
@@ -82,6 +83,14 @@ class TaskConfig(_Strict):
     )
     doc_to_target: Hook | str | None = None
     generation_kwargs: dict[str, Any] = Field(default_factory=dict)
+    missing: Literal["skip", "wrong"] = Field(
+        default="wrong",
+        description="how a document without an answer (no prediction, null or blank text, a "
+        "failed sample) is scored, as the official script scores it: 'skip' leaves it out of "
+        "every metric (the script scores the answered questions), 'wrong' counts it as an "
+        "incorrect answer. It is never passed to the extractor, and it is always counted in "
+        "n_missing.",
+    )
     extractor: Hook
     process_results: Hook
     aggregate: Hook
@@ -108,6 +117,11 @@ class TaskConfig(_Strict):
     @classmethod
     def _tag_list(cls, value: Any) -> list[str]:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("generation_kwargs")
+    @classmethod
+    def _known_generation_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return check_gen_kwargs(value, "generation_kwargs")
 
     @field_validator("metrics")
     @classmethod

@@ -5,6 +5,12 @@ The CLI prints a :class:`HarnessError` as one message, without a traceback.
 
 from __future__ import annotations
 
+# Exit status of the command line.
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1  # harness gate: the candidate lost more than allowed
+EXIT_USAGE = 2  # a usage or input error, or results that could not be stored
+EXIT_INCOMPLETE = 3  # scores printed, but documents lack answers or judgements failed
+
 
 class HarnessError(Exception):
     """An error the user can act on."""

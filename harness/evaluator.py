@@ -3,7 +3,13 @@
 Each batch of outputs is committed to the results store as soon as the
 adapter returns it, so a run killed at any point loses at most the batch in
 flight; starting it again reuses every stored output (same model fingerprint,
-task hash, doc id and generation kwargs) and generates only the rest.
+task hash, doc id and generation kwargs) and generates only the rest. A
+request the adapter could not run (:class:`~harness.requests.Failure`, e.g.
+an unreadable image) is stored as a failure: it is scored as a document
+without an answer, reported, and generated again by the next run. When the
+results DB fails part-way (a damaged or read-only file), the loop goes on in
+memory and the error is returned with the scores, so nothing computed is lost
+from the report.
 """
 
 from __future__ import annotations
@@ -15,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.errors import DataFileError, HarnessError
+from harness.errors import DataFileError, HarnessError, StoreError
 from harness.judge import Judge
 from harness.models.base import VisionLanguageModel
 from harness.progress import progress_bar
 from harness.provenance import git_commit, host, package_version
 from harness.registry import default_registry
-from harness.requests import Request, gen_kwargs_hash
+from harness.requests import Failure, Request, check_gen_kwargs, gen_kwargs_hash
 from harness.results.store import ResultsStore, RunMeta
 from harness.scoring import group_metrics, score_outputs
 from harness.stats import DEFAULT_BOOTSTRAP
@@ -47,6 +53,8 @@ class EvalConfig:
     command: str = ""
     log_samples: Path | None = None
     show_progress: bool | None = None
+    # --num-frames as given: refused when no task has a video to sample frames from.
+    num_frames: int | None = None
     # Generated outputs are committed to the results DB once this many seconds have passed
     # since the last commit, at the end of each task, and before an error propagates: a
     # hard kill (SIGKILL, power loss) loses at most this much generation. 0: every batch.
@@ -61,28 +69,52 @@ class EvalResult:
     generated: dict[str, int]
     reused: dict[str, int]
     seconds: dict[str, float]
+    # task -> doc id -> error, for requests the adapter could not run (not scored, retried)
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    # the results DB failed part-way: everything after it was computed but not stored
+    store_error: StoreError | None = None
+
+
+class _Recorder:
+    """The results DB as the loop sees it: the first StoreError stops all writing and is kept,
+    so the run still finishes and reports its scores."""
+
+    def __init__(self, store: ResultsStore | None) -> None:
+        self.store = store
+        self.error: StoreError | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.store is not None and self.error is None
+
+    def __call__(self, method: str, *args: Any, default: Any = None, **kwargs: Any) -> Any:
+        if not self.active:
+            return default
+        try:
+            return getattr(self.store, method)(*args, **kwargs)
+        except StoreError as exc:
+            self.error = exc
+            return default
 
 
 class _OutputWriter:
     """Commits one task's generated outputs to the results DB in time-spaced batches."""
 
-    def __init__(
-        self, store: ResultsStore | None, key: tuple[str, str, str, str], every_s: float
-    ) -> None:
-        self.store = store
+    def __init__(self, record: _Recorder, key: tuple[str, str, str, str], every_s: float) -> None:
+        self.record = record
         self.key = key  # (model fingerprint, task, task hash, generation hash)
         self.every_s = every_s
-        self.unsaved: list[tuple[str, str, str]] = []
+        self.unsaved: list[tuple[str, str, str | None, str | None]] = []
         self.last_commit = time.monotonic()
 
-    def add(self, rows: list[tuple[str, str, str]]) -> None:
+    def add(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
         self.unsaved += rows
         if time.monotonic() - self.last_commit >= self.every_s:
             self.commit()
 
     def commit(self) -> None:
-        if self.store is not None and self.unsaved:
-            self.store.put_outputs(*self.key, self.unsaved)
+        if self.unsaved:
+            self.record("put_outputs", *self.key, self.unsaved)
         self.unsaved = []
         self.last_commit = time.monotonic()
 
@@ -108,8 +140,9 @@ def _batches(items: Sequence[Request], size: int) -> list[list[Request]]:
     return [list(items[i : i + size]) for i in range(0, len(items), size)]
 
 
-def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str]) -> None:
-    """JSON lines that ``harness score`` reads back (one object per document)."""
+def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str | None]) -> None:
+    """JSON lines that ``harness score`` reads back (one object per document); ``prompts``
+    hold each document's full prompt as the model got it (chat template applied)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
@@ -121,6 +154,7 @@ def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str]) -
                         "doc_id": s.doc_id,
                         "prompt": prompts.get(s.doc_id),
                         "raw_output": s.raw_output,
+                        "answered": s.answered,
                         "answer": s.answer,
                         "parsed": s.parsed,
                         "fields": s.fields,
@@ -133,33 +167,102 @@ def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str]) -
     tmp.replace(path)
 
 
+def model_prompt(model: VisionLanguageModel, request: Request) -> str:
+    """The prompt exactly as the adapter gives it to its tokenizer (chat template, system
+    text and media placeholders), or the task's text when the adapter cannot say."""
+    render = getattr(model, "rendered_prompt", None)
+    if render is None:
+        return request.prompt
+    try:
+        return str(render(request))
+    except NotImplementedError:
+        return request.prompt
+
+
+def _check_outputs(model: VisionLanguageModel, batch: Sequence[Request], outputs: Any) -> None:
+    if not isinstance(outputs, list | tuple) or len(outputs) != len(batch):
+        count = len(outputs) if isinstance(outputs, list | tuple) else type(outputs).__name__
+        raise HarnessError(f"model {model.name} returned {count} outputs for {len(batch)} requests")
+    for request, out in zip(batch, outputs, strict=True):
+        if not isinstance(out, str | Failure):
+            raise HarnessError(
+                f"model {model.name} answered {request.task} {request.doc_id!r} with a "
+                f"{type(out).__name__}; expected text or a Failure"
+            )
+
+
+@dataclass
+class PreparedTask:
+    task: Task
+    docs: list[dict[str, Any]]
+    files: dict[str, Path | None]
+    requests: list[Request]
+
+
+@dataclass
+class Prepared:
+    """Every task's documents and requests, read and checked before a model is loaded."""
+
+    names: list[str]
+    family: str | None
+    tasks: list[PreparedTask]
+    limited: bool  # --limit cut at least one task
+
+
+def prepare(
+    task_names: str | Sequence[str], config: EvalConfig, family: str | None = None
+) -> Prepared:
+    """Load documents, build requests and check flags and visuals; raises before any work."""
+    registry = default_registry()
+    names = registry.expand(task_names if isinstance(task_names, str) else list(task_names))
+    if config.limit is not None and config.limit < 1:
+        raise HarnessError(f"--limit {config.limit}: expected a positive number of documents")
+    try:
+        gen_overrides = check_gen_kwargs(config.gen_overrides, "--gen")
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+    prepared = []
+    limited = False
+    for name in names:
+        task = get_task(name)
+        docs, files = task.load_docs(config.data_root, config.data_files.get(name))
+        if config.limit is not None and config.limit < len(docs):
+            docs, limited = docs[: config.limit], True
+        requests = task.build_requests(docs, config.data_root, family, gen_overrides)
+        check_visuals(task, requests)
+        prepared.append(PreparedTask(task, docs, files, requests))
+    if config.num_frames is not None and not any(r.has_video for p in prepared for r in p.requests):
+        raise HarnessError(
+            f"--num-frames {config.num_frames}: none of the tasks ({', '.join(names)}) has a "
+            "video to sample frames from"
+        )
+    return Prepared(names, family, prepared, limited)
+
+
 def evaluate(
     task_names: str | Sequence[str],
     model: VisionLanguageModel,
     store: ResultsStore | None,
     config: EvalConfig | None = None,
     judge: Judge | Mapping[str, Judge] | None = None,
+    prepared: Prepared | None = None,
 ) -> EvalResult:
-    """Run ``model`` on tasks (names, groups or tags), storing outputs and scores as they come."""
+    """Run ``model`` on tasks (names, groups or tags), storing outputs and scores as they come.
+
+    ``prepared`` (from :func:`prepare`, e.g. before the model was loaded) is used when it was
+    made for the model's family; otherwise the tasks are prepared here."""
     config = config or EvalConfig()
     registry = default_registry()
-    names = registry.expand(task_names if isinstance(task_names, str) else list(task_names))
+    if prepared is None or prepared.family != model.family:
+        prepared = prepare(task_names, config, model.family)
+    limited = prepared.limited
     fingerprint = model.fingerprint()
+    settings = model.settings() if hasattr(model, "settings") else {}
 
-    # Prepare every task before any generation, so bad data fails fast and nothing is written.
-    prepared = []
-    for name in names:
-        task = get_task(name)
-        docs, files = task.load_docs(config.data_root, config.data_files.get(name))
-        if config.limit is not None:
-            docs = docs[: config.limit]
-        requests = task.build_requests(docs, config.data_root, model.family, config.gen_overrides)
-        check_visuals(task, requests)
-        prepared.append((task, docs, files, requests))
-
+    record = _Recorder(store)
     run_id = None
     if store is not None:
-        run_id = store.create_run(
+        run_id = store.create_run(  # a StoreError here stops the run before any work
             RunMeta(
                 model=model.name,
                 model_fingerprint=fingerprint,
@@ -171,90 +274,105 @@ def evaluate(
                 git_commit=git_commit(),
                 host=host(),
                 command=config.command,
+                settings=settings,
+                limit_docs=config.limit if limited else None,
             )
         )
     scores: dict[str, TaskScore] = {}
     generated: dict[str, int] = {}
     reused: dict[str, int] = {}
     seconds: dict[str, float] = {}
+    failures: dict[str, dict[str, str]] = {}
     try:
-        for task, docs, files, requests in prepared:
+        for item in prepared.tasks:
+            task, docs, files, requests = item.task, item.docs, item.files, item.requests
             start = time.perf_counter()
             gen_kwargs = requests[0].gen_kwargs if requests else {}
             gen_hash = gen_kwargs_hash(gen_kwargs)
             task_hash = task.task_hash(files)
-            if store is not None:
-                store.start_task(
-                    run_id,
-                    task.name,
-                    task_version=task.config.version,
-                    task_hash=task_hash,
-                    gen_hash=gen_hash,
-                    gen_kwargs=gen_kwargs,
-                    data_files=files,
-                    data_hashes={"task_hash": task_hash},
-                    options=task.options,
-                )
-            outputs = (
-                store.cached_outputs(fingerprint, task_hash, gen_hash, [d["doc_id"] for d in docs])
-                if store is not None
-                else {}
+            record(
+                "start_task",
+                run_id,
+                task.name,
+                task_version=task.config.version,
+                task_hash=task_hash,
+                gen_hash=gen_hash,
+                gen_kwargs=gen_kwargs,
+                data_files=files,
+                data_hashes={"task_hash": task_hash},
+                options=task.options,
+            )
+            outputs: dict[str, str] = record(
+                "cached_outputs",
+                fingerprint,
+                task_hash,
+                gen_hash,
+                [d["doc_id"] for d in docs],
+                default={},
             )
             reused[task.name] = len(outputs)
+            failed: dict[str, str] = {}
             pending = [r for r in requests if r.doc_id not in outputs]
             sort_key = getattr(model, "sort_key", None)
             if sort_key is not None:
                 pending.sort(key=sort_key)  # stable: ties keep document order
             generated[task.name] = len(pending)
             writer = _OutputWriter(
-                store, (fingerprint, task.name, task_hash, gen_hash), config.commit_seconds
+                record, (fingerprint, task.name, task_hash, gen_hash), config.commit_seconds
             )
             with progress_bar(f"{task.name}", len(pending), config.show_progress) as advance:
                 try:
                     for batch in _batches(pending, max(1, config.batch_size)):
                         texts = model.generate(batch)
-                        if len(texts) != len(batch):
-                            raise HarnessError(
-                                f"model {model.name} returned {len(texts)} outputs for "
-                                f"{len(batch)} requests"
-                            )
-                        writer.add(
-                            [(r.doc_id, r.prompt, t) for r, t in zip(batch, texts, strict=True)]
-                        )
-                        outputs.update({r.doc_id: t for r, t in zip(batch, texts, strict=True)})
+                        _check_outputs(model, batch, texts)
+                        rows = []
+                        for r, out in zip(batch, texts, strict=True):
+                            prompt = model_prompt(model, r)
+                            if isinstance(out, Failure):
+                                failed[r.doc_id] = out.error
+                                rows.append((r.doc_id, prompt, None, out.error))
+                            else:
+                                outputs[r.doc_id] = out
+                                rows.append((r.doc_id, prompt, out, None))
+                        writer.add(rows)
                         advance(len(batch))
                 finally:
                     writer.commit()  # what was generated survives an error or Ctrl-C too
             task_judge = judge.get(task.name) if isinstance(judge, Mapping) else judge
             score = score_outputs(task, docs, outputs, judge=task_judge, n_boot=config.n_boot)
+            if failed:
+                score.extra["n_failed"] = len(failed)
+                failures[task.name] = failed
             seconds[task.name] = time.perf_counter() - start
-            if store is not None:
-                store.put_task_score(
-                    run_id,
-                    fingerprint,
-                    task_hash,
-                    gen_hash,
-                    score,
-                    task.config.metrics,
-                    seconds=seconds[task.name],
-                )
+            record(
+                "put_task_score",
+                run_id,
+                fingerprint,
+                task_hash,
+                gen_hash,
+                score,
+                task.config.metrics,
+                seconds=seconds[task.name],
+            )
             if config.log_samples is not None:
-                prompts = {r.doc_id: r.prompt for r in requests}
+                prompts = {r.doc_id: model_prompt(model, r) for r in requests}
                 write_sample_log(config.log_samples / f"{task.name}.jsonl", score, prompts)
             scores[task.name] = score
         groups = _groups(task_names, scores)
-        if store is not None:
-            for group, metrics in groups.items():
-                primary = next(
-                    (m.metric for m in registry.groups[group].aggregate_metrics if m.primary), None
-                )
-                store.put_group_metrics(run_id, group, metrics, primary)
-            store.finish_run(run_id, "complete", seconds)
-    except BaseException:
-        if store is not None and run_id is not None:
-            store.finish_run(run_id, "failed", seconds)
+        for group, metrics in groups.items():
+            primary = next(
+                (m.metric for m in registry.groups[group].aggregate_metrics if m.primary), None
+            )
+            record("put_group_metrics", run_id, group, metrics, primary)
+        record("finish_run", run_id, "complete", seconds)
+    except BaseException as exc:
+        if record.active and run_id is not None:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            record("finish_run", run_id, status, seconds)
         raise
-    return EvalResult(run_id, scores, groups, generated, reused, seconds)
+    return EvalResult(
+        run_id, scores, groups, generated, reused, seconds, failures, store_error=record.error
+    )
 
 
 def _groups(

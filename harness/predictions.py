@@ -1,8 +1,9 @@
 """Reading saved model outputs: LLaVA answer files, eval.ai result lists, harness sample logs.
 
 Every reader yields :class:`Prediction` records (the original fields, the raw
-text, the file and line), and :func:`match_predictions` maps them onto a
-task's documents through the task's own id rule.
+text, the file and line), and :func:`pair_predictions` maps them onto the
+documents of the tasks being scored through each task's own id rule, refusing
+foreign, duplicated, ambiguous and contradicting predictions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ TEXT_FIELDS = ("raw_output", "text", "pred", "prediction", "answer")
 @dataclass(frozen=True)
 class Prediction:
     record: dict[str, Any]
-    text: str
+    text: str | None  # None: the record's text field is null (never an answer)
     source: str
     line: int
 
@@ -31,11 +32,11 @@ class Prediction:
         return f"{self.source}:{self.line}"
 
 
-def _text_of(record: dict[str, Any], where: str) -> str:
+def _text_of(record: dict[str, Any], where: str) -> str | None:
     for key in TEXT_FIELDS:
         if key in record:
             value = record[key]
-            return "" if value is None else str(value)
+            return None if value is None else str(value)
     raise PredictionsError(f"{where}: no model output field; expected one of {list(TEXT_FIELDS)}")
 
 
@@ -60,7 +61,7 @@ def _read_xlsx(path: Path) -> list[Prediction]:
         out.append(
             Prediction(
                 record,
-                "" if record["prediction"] is None else str(record["prediction"]),
+                None if record["prediction"] is None else str(record["prediction"]),
                 str(path),
                 number,
             )
@@ -119,32 +120,156 @@ def _read_json_object(path: Path) -> list[Prediction]:
 
 @dataclass
 class MatchResult:
-    outputs: dict[str, str]
+    """The predictions of one task, paired with its documents by the task's id rule."""
+
+    outputs: dict[str, str | None]  # doc id -> raw text (None for a null text)
     records: dict[str, Prediction]
-    n_unmatched: int
+    n_unmatched: int = 0  # predictions that belong to no document of the tasks scored
+    n_other_task: int = 0  # harness sample-log records that name another task
+
+
+SHOWN = 5  # offending predictions named in an error
+QUESTION_FIELDS = ("prompt", "question", "Q")
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def record_question(record: dict[str, Any]) -> str | None:
+    """The question text a prediction record carries (LLaVA's ``prompt``, a harness sample
+    log's full prompt, an MMBench/VCG ``question``/``Q``), or None."""
+    for key in QUESTION_FIELDS:
+        value = record.get(key)
+        if isinstance(value, str) and value.strip():
+            return value
+    return None
+
+
+def doc_question(doc: dict[str, Any]) -> str | None:
+    value = doc.get("question")
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _shown(items: list[str]) -> str:
+    more = f" and {len(items) - SHOWN} more" if len(items) > SHOWN else ""
+    return "; ".join(items[:SHOWN]) + more
+
+
+def pair_predictions(
+    tasks_docs: list[tuple[Any, list[dict[str, Any]]]],
+    predictions: list[Prediction],
+    *,
+    allow_extra: bool = False,
+) -> dict[str, MatchResult]:
+    """Pair predictions with the documents of one or more tasks, refusing any doubt.
+
+    A prediction belongs to the document whose id the task's rule reads from it
+    (``match_prediction`` hook, else ``doc_id`` / ``question_id`` / ...). When the record
+    carries its question (LLaVA's ``prompt``, a sample log's prompt), the document's question
+    must appear in it: ids that point at other questions (e.g. LLaVA's POPE answers, numbered
+    across all three splits, read with only the official per-split files) are an error.
+    Also an error, naming the file, line and ids: two predictions for one document, a
+    prediction that fits documents of several tasks, and (unless ``allow_extra``) predictions
+    that belong to no document of the tasks scored.
+    """
+    docs_by_task = {task.name: {d["doc_id"]: d for d in docs} for task, docs in tasks_docs}
+    results = {task.name: MatchResult({}, {}) for task, _ in tasks_docs}
+    unmatched: list[Prediction] = []
+    contradicted: list[str] = []
+    ambiguous: list[str] = []
+    duplicated: list[str] = []
+    for pred in predictions:
+        owner = pred.record.get("task")
+        candidates: list[tuple[Any, str]] = []
+        for task, _ in tasks_docs:
+            if owner is not None and owner != task.name:
+                continue
+            doc_id = task.doc_id_for(pred.record)
+            if doc_id is not None and doc_id in docs_by_task[task.name]:
+                candidates.append((task, doc_id))
+        if owner is not None and owner not in results:
+            for result in results.values():
+                result.n_other_task += 1
+            continue
+        if not candidates:
+            unmatched.append(pred)
+            continue
+        question = record_question(pred.record)
+        if question is not None:
+            asked = _norm(question)
+            fitting = [
+                (task, doc_id)
+                for task, doc_id in candidates
+                if (q := doc_question(docs_by_task[task.name][doc_id])) is None or _norm(q) in asked
+            ]
+            if not fitting:
+                task, doc_id = candidates[0]
+                doc_q = doc_question(docs_by_task[task.name][doc_id])
+                contradicted.append(
+                    f"{pred.where}: id {doc_id!r} is {task.name}'s question {doc_q!r}, but the "
+                    f"prediction answers {question.strip()[:120]!r}"
+                )
+                continue
+            candidates = fitting
+        if len(candidates) > 1:
+            names = ", ".join(f"{t.name} {d!r}" for t, d in candidates)
+            ambiguous.append(f"{pred.where}: fits {names}")
+            continue
+        task, doc_id = candidates[0]
+        result = results[task.name]
+        if doc_id in result.records:
+            duplicated.append(
+                f"{pred.where}: second prediction for {task.name} document {doc_id!r} "
+                f"(first at {result.records[doc_id].where})"
+            )
+            continue
+        result.outputs[doc_id] = pred.text
+        result.records[doc_id] = pred
+    names = ", ".join(results)
+    if contradicted:
+        raise PredictionsError(
+            f"{len(contradicted)} predictions answer other questions than the documents their "
+            f"ids name: {_shown(contradicted)}. The ids belong to other data files (LLaVA's "
+            "answer files number questions as its own question files do: pass that file too, "
+            "e.g. --data-file questions=llava_pope_test.jsonl)."
+        )
+    if duplicated:
+        raise PredictionsError(
+            f"{len(duplicated)} documents have more than one prediction: {_shown(duplicated)}"
+        )
+    if ambiguous:
+        raise PredictionsError(
+            f"{len(ambiguous)} predictions fit documents of several tasks equally (the same id, "
+            f"and no question text that tells them apart): {_shown(ambiguous)}. Pass the data "
+            "file that numbers the questions across tasks (LLaVA's question file, e.g. "
+            "--data-file questions=llava_pope_test.jsonl), or score one task at a time."
+        )
+    if unmatched and not allow_extra:
+        shown = [f"{p.where} (id {_record_id(p.record)!r})" for p in unmatched]
+        raise PredictionsError(
+            f"{len(unmatched)} of {len(predictions)} predictions belong to no document of "
+            f"{names}: {_shown(shown)}. If they are another task's, score that task with it "
+            "(e.g. the whole group), or pass --allow-extra to leave them out."
+        )
+    for result in results.values():
+        result.n_unmatched = len(unmatched)
+    return results
+
+
+def _record_id(record: dict[str, Any]) -> Any:
+    for key in ("doc_id", "question_id", "questionId", "index", "video_name"):
+        if record.get(key) is not None:
+            return record[key]
+    return None
 
 
 def match_predictions(
-    task: Any, docs: list[dict[str, Any]], predictions: list[Prediction]
+    task: Any,
+    docs: list[dict[str, Any]],
+    predictions: list[Prediction],
+    *,
+    allow_extra: bool = False,
 ) -> MatchResult:
-    """Map predictions onto ``docs`` by the task's id rule; report unmatched ones by count."""
-    doc_ids = {d["doc_id"] for d in docs}
-    outputs: dict[str, str] = {}
-    records: dict[str, Prediction] = {}
-    unmatched = 0
-    for pred in predictions:
-        owner = pred.record.get("task")
-        if owner is not None and owner != task.name:
-            continue
-        doc_id = task.doc_id_for(pred.record)
-        if doc_id is None or doc_id not in doc_ids:
-            unmatched += 1
-            continue
-        if doc_id in records and records[doc_id].text != pred.text:
-            raise PredictionsError(
-                f"{pred.where}: second, different prediction for document {doc_id!r} of task "
-                f"{task.name} (first at {records[doc_id].where})"
-            )
-        outputs[doc_id] = pred.text
-        records[doc_id] = pred
-    return MatchResult(outputs=outputs, records=records, n_unmatched=unmatched)
+    """:func:`pair_predictions` for a single task."""
+    return pair_predictions([(task, docs)], predictions, allow_extra=allow_extra)[task.name]

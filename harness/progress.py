@@ -1,4 +1,4 @@
-"""Progress bars (rich) that stay silent when output is not a terminal or when disabled."""
+"""Progress bars (rich) on stderr that stay silent when stderr is not a terminal or when disabled."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from harness.console import stderr
 
 
 @contextmanager
@@ -22,6 +24,7 @@ def progress_bar(description: str, total: int, enabled: bool | None = None) -> I
         MofNCompleteColumn(),
         TimeRemainingColumn(),
         transient=True,
+        console=stderr(),
     ) as progress:
         task_id = progress.add_task(description, total=total)
         yield lambda n=1: progress.advance(task_id, n)

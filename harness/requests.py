@@ -1,11 +1,30 @@
-"""What flows from tasks to model adapters: one generation request per document."""
+"""What flows from tasks to model adapters and back: requests, failures, generation settings.
+
+One :class:`Request` per document goes to the adapter; the adapter answers
+each with its raw output text, or with a :class:`Failure` when it could not
+answer (an unreadable image or video). A failure is never an answer: the
+evaluation loop stores it as a failure, scores the document as missing and
+retries it on the next run. This module imports nothing from the rest of the
+package, so every stage can import it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif"}
+)
+
+
+def is_video(item: object) -> bool:
+    """A visual that is a video file (by its suffix)."""
+    return isinstance(item, str | Path) and Path(item).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -28,7 +47,83 @@ class Request:
                 keys.append(str(item))
         return keys
 
+    @property
+    def has_video(self) -> bool:
+        return any(is_video(v) for v in self.visuals)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An adapter's answer for a request it could not run (e.g. its image is unreadable)."""
+
+    error: str
+
+
+Output = str | Failure
+
+
+def is_answer(output: object) -> bool:
+    """True for model text that can be scored: not missing, not a failure, not blank."""
+    return isinstance(output, str) and bool(output.strip())
+
 
 def gen_kwargs_hash(gen_kwargs: dict[str, Any]) -> str:
     text = json.dumps(gen_kwargs, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# -- generation settings -------------------------------------------------------------------
+def _int_at_least(low: int) -> Any:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"expected a whole number >= {low}")
+        return value
+
+    return check
+
+
+def _float_in(low: float, high: float, low_open: bool = False) -> Any:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("expected a number")
+        value = float(value)
+        if value > high or value < low or (low_open and value == low):
+            bracket = "(" if low_open else "["
+            raise ValueError(f"expected a number in {bracket}{low:g}, {high:g}]")
+        return value
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+# Every generation setting an adapter understands, with its check. A key outside this
+# table would be silently ignored by the adapters, so it is refused instead.
+GENERATION_KEYS: dict[str, Any] = {
+    "max_new_tokens": _int_at_least(1),
+    "min_new_tokens": _int_at_least(0),
+    "temperature": _float_in(0.0, 100.0),
+    "top_p": _float_in(0.0, 1.0, low_open=True),
+    "num_beams": _int_at_least(1),
+    "do_sample": _bool,
+}
+
+
+def check_gen_kwargs(gen_kwargs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validated generation settings; ``ValueError`` naming ``where`` and the key otherwise."""
+    out: dict[str, Any] = {}
+    for key, value in gen_kwargs.items():
+        check = GENERATION_KEYS.get(key)
+        if check is None:
+            raise ValueError(
+                f"{where}: unknown generation setting {key!r}; known: {', '.join(GENERATION_KEYS)}"
+            )
+        try:
+            out[key] = check(value)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {key}={value!r}: {exc}") from None
+    return out

@@ -14,7 +14,7 @@ from typing import Any
 from harness.config import GroupConfig
 from harness.errors import PredictionsError
 from harness.judge import Judge
-from harness.predictions import MatchResult, Prediction, match_predictions, read_predictions
+from harness.predictions import MatchResult, Prediction, pair_predictions, read_predictions
 from harness.progress import progress_bar
 from harness.registry import default_registry
 from harness.stats import DEFAULT_BOOTSTRAP
@@ -50,21 +50,54 @@ def score_predictions(
     data_files: Mapping[str, str | Path] | None = None,
     judge: Judge | None = None,
     n_boot: int = DEFAULT_BOOTSTRAP,
+    allow_extra: bool = False,
 ) -> ScoredTask:
     """Score one task from a predictions file (or already-read predictions)."""
-    task = get_task(task_name)
+    return score_tasks(
+        [task_name],
+        predictions,
+        data_root,
+        {task_name: data_files or {}},
+        judges={task_name: judge} if judge is not None else None,
+        n_boot=n_boot,
+        allow_extra=allow_extra,
+    )[0]
+
+
+def score_tasks(
+    task_names: list[str],
+    predictions: Path | str | list[Prediction],
+    data_root: Path | str | None = None,
+    data_files: Mapping[str, Mapping[str, str | Path]] | None = None,
+    judges: Mapping[str, Judge] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    allow_extra: bool = False,
+) -> list[ScoredTask]:
+    """Score several tasks from one predictions file: each prediction is paired with exactly
+    one document of one of the tasks (:func:`~harness.predictions.pair_predictions`)."""
     root = Path(data_root) if data_root is not None else None
-    docs, files = task.load_docs(root, data_files)
+    loaded = []
+    for name in task_names:
+        task = get_task(name)
+        docs, files = task.load_docs(root, (data_files or {}).get(name))
+        loaded.append((task, docs, files))
     preds = predictions if isinstance(predictions, list) else read_predictions(predictions)
-    match = match_predictions(task, docs, preds)
-    if not match.outputs:
+    matches = pair_predictions([(t, d) for t, d, _ in loaded], preds, allow_extra=allow_extra)
+    if not any(m.records for m in matches.values()):
+        task, docs, _ = loaded[0]
         raise PredictionsError(
-            f"none of the {len(preds)} predictions matches a document of task {task.name} "
-            f"({len(docs)} documents, ids like {docs[0]['doc_id']!r}); check the data files "
-            "(LLaVA answer files need LLaVA's question file for their ids)"
+            f"none of the {len(preds)} predictions matches a document of "
+            f"{', '.join(task_names)} ({len(docs)} documents in {task.name}, ids like "
+            f"{docs[0]['doc_id']!r}); check the data files (LLaVA answer files need LLaVA's "
+            "question file for their ids)"
         )
-    score = score_outputs(task, docs, match.outputs, judge=judge, n_boot=n_boot)
-    return ScoredTask(task=task, score=score, docs=docs, files=files, match=match)
+    out = []
+    for task, docs, files in loaded:
+        match = matches[task.name]
+        judge = (judges or {}).get(task.name)
+        score = score_outputs(task, docs, match.outputs, judge=judge, n_boot=n_boot)
+        out.append(ScoredTask(task=task, score=score, docs=docs, files=files, match=match))
+    return out
 
 
 def group_metrics(group: GroupConfig, scores: Mapping[str, TaskScore]) -> dict[str, float]:

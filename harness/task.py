@@ -24,7 +24,7 @@ from harness.datafiles import file_sha256, find_data_dir, find_data_file
 from harness.errors import DataFileError, HarnessError, TaskConfigError
 from harness.hooks import Hook, resolve_hook
 from harness.judge import Judge
-from harness.requests import Request
+from harness.requests import Request, is_answer
 from harness.stats import DEFAULT_BOOTSTRAP, bootstrap_ci, with_units
 
 Doc = dict[str, Any]
@@ -35,6 +35,11 @@ class Extracted(NamedTuple):
 
     answer: Any
     parsed: bool = True
+
+
+# What a task's process_results hook receives for a document without an answer when the
+# task's ``missing`` rule is ``wrong``: the hook must score it as an incorrect answer.
+NO_ANSWER = Extracted(None, False)
 
 
 @dataclass
@@ -52,10 +57,13 @@ class SampleResult:
     answer: Any
     parsed: bool
     fields: dict[str, Any]
+    # False for a document without an answer (see TaskConfig.missing); its fields are
+    # empty when the task skips such documents.
+    answered: bool = True
 
     @property
     def missing(self) -> bool:
-        return self.raw_output is None
+        return not self.answered
 
 
 @dataclass
@@ -69,10 +77,20 @@ class TaskScore:
     samples: list[SampleResult]
     primary: str
     extra: dict[str, Any] = field(default_factory=dict)
+    missing_rule: str = "wrong"  # how documents without an answer were scored (TaskConfig)
+
+    @property
+    def n_answered(self) -> int:
+        return self.n - self.n_missing
 
     @property
     def parse_failure_rate(self) -> float:
-        return self.n_parse_failures / self.n if self.n else 0.0
+        """Share of the answered documents whose answer the extractor could not read."""
+        return self.n_parse_failures / self.n_answered if self.n_answered else 0.0
+
+    @property
+    def missing_ids(self) -> list[str]:
+        return [s.doc_id for s in self.samples if s.missing]
 
     def flat(self) -> dict[str, float]:
         """Metric name -> number, with n, CI bounds and failure counts (``--json``)."""
@@ -346,22 +364,36 @@ class Task:
                 "OPENAI_API_KEY)"
             )
         samples = []
+        rule = self.config.missing
         for doc in docs:
             raw = outputs.get(doc["doc_id"])
-            extracted = self.extract(raw if raw is not None else "", doc)
-            fields = dict(self._process(doc, extracted, ctx))
-            parsed = bool(extracted.parsed) and raw is not None
-            samples.append(SampleResult(doc["doc_id"], raw, extracted.answer, parsed, fields))
+            if is_answer(raw):
+                extracted = self.extract(raw, doc)
+                fields = dict(self._process(doc, extracted, ctx))
+                sample = SampleResult(
+                    doc["doc_id"], raw, extracted.answer, bool(extracted.parsed), fields
+                )
+            else:  # never an answer: not extracted; scored by the task's missing rule
+                fields = dict(self._process(doc, NO_ANSWER, ctx)) if rule == "wrong" else {}
+                text = raw if isinstance(raw, str) else None
+                sample = SampleResult(doc["doc_id"], text, None, False, fields, answered=False)
+            samples.append(sample)
             if progress is not None:
                 progress()
-        cols = columns_of(samples)
+        scored = [s for s in samples if s.answered or rule == "wrong"]
         unit = self.config.bootstrap_unit
-        if unit not in cols:
-            raise TaskConfigError(
-                f"{self.source}: field 'bootstrap_unit': {unit!r} is not a per-sample field"
-            )
-        metrics = {k: float(v) for k, v in self.aggregate(with_units(cols, unit)).items()}
-        ci = bootstrap_ci(cols, self.aggregate, unit, n_boot=n_boot)
+        if scored:
+            cols = columns_of(scored)
+            if unit not in cols:
+                raise TaskConfigError(
+                    f"{self.source}: field 'bootstrap_unit': {unit!r} is not a per-sample field"
+                )
+            metrics = {k: float(v) for k, v in self.aggregate(with_units(cols, unit)).items()}
+            ci = bootstrap_ci(cols, self.aggregate, unit, n_boot=n_boot)
+        else:  # nothing answered and nothing to count as wrong
+            cols = {}
+            metrics = {m.name: float("nan") for m in self.config.metrics}
+            ci = {}
         extra: dict[str, Any] = {}
         if "judge_failed" in cols:
             extra["judge_failures"] = int(np.nansum(cols["judge_failed"]))
@@ -373,10 +405,11 @@ class Task:
             ci=ci,
             n=len(samples),
             n_missing=sum(s.missing for s in samples),
-            n_parse_failures=sum(not s.parsed for s in samples),
+            n_parse_failures=sum(s.answered and not s.parsed for s in samples),
             samples=samples,
             primary=self.config.primary_metric.name,
             extra=extra,
+            missing_rule=rule,
         )
 
 

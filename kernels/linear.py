@@ -191,6 +191,14 @@ class W4A16Linear(nn.Module):
             raise RuntimeError(f"backend='triton' but the Triton kernel cannot run: {why}")
         return ok
 
+    @property
+    def kernel_backend(self) -> str:
+        """The matmul path this layer's forward takes on its device (``triton`` or ``torch``);
+        recorded with cached outputs, since the two paths round differently."""
+        if self.backend == "torch" or self.qweight.device.type != "cuda":
+            return "w4a16-torch"
+        return "w4a16-triton" if _triton_module() is not None else "w4a16-torch"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_triton(x):
             from .triton_w4a16 import w4a16_matmul

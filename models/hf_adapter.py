@@ -4,15 +4,21 @@ A family adapter only says how a batch of requests becomes model inputs
 (:meth:`HFAdapter.encode`: load visuals, apply the chat template, run the
 processor with left padding). This base class sorts, batches, moves tensors,
 calls ``generate`` with the KV cache, cuts the prompt off and decodes, and
-turns a request whose visuals cannot be read into an empty output plus a
-per-sample error instead of a failed run.
+answers a request whose visuals cannot be read with a
+:class:`~harness.requests.Failure` (stored as a failure and retried on the
+next run, never scored) instead of failing the run.
+
+The adapter's fingerprint, the key of its cached outputs, hashes every byte
+of the weight and config files (:mod:`harness.digests`) together with
+:meth:`HFAdapter.settings`: everything besides the weights that can change an
+output (template and preprocessing, dtype, device kind, attention
+implementation, library versions, CPU threads, quantization and its kernels).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,9 +26,7 @@ from typing import Any
 import torch
 
 from harness.errors import DataFileError, HarnessError
-from harness.requests import Request
-
-log = logging.getLogger(__name__)
+from harness.requests import Failure, Output, Request
 
 DTYPES = {
     "fp16": torch.float16,
@@ -32,9 +36,22 @@ DTYPES = {
     "fp32": torch.float32,
     "float32": torch.float32,
 }
-# Weight files are fingerprinted by size + the first and last HASH_SPAN bytes:
-# fast on 26 GB checkpoints, and any re-save changes headers (safetensors) or tails.
-HASH_SPAN = 1 << 20
+# Files of a model folder that can change what the model outputs: weights, configs,
+# tokenizer files, chat templates, remote code. Everything else (README, images) is not
+# read by the loaders and is left out of the fingerprint.
+FINGERPRINT_SUFFIXES = {
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".json",
+    ".model",
+    ".txt",
+    ".jinja",
+    ".tiktoken",
+    ".py",
+}
+SKIPPED_NAMES = {"training.json", "README.md"}  # records of how weights were made, not inputs
 
 
 def resolve_device(device: str | None) -> str:
@@ -62,23 +79,22 @@ def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
 
 
 def fingerprint_files(folder: Path) -> str:
-    """A hash of a model folder's configs and weight files (size + head + tail of each)."""
+    """A hash of the full sha256 digests of a model folder's weight, config and tokenizer files."""
+    from harness.digests import file_digest
+
     digest = hashlib.sha256()
     files = sorted(
         p
-        for p in folder.rglob("*")
-        if p.is_file() and (p.suffix in {".safetensors", ".bin", ".pt", ".json", ".model"})
+        for p in Path(folder).rglob("*")
+        if p.is_file()
+        and p.suffix in FINGERPRINT_SUFFIXES
+        and p.name not in SKIPPED_NAMES
+        and ".git" not in p.relative_to(folder).parts
     )
     if not files:
         raise HarnessError(f"{folder}: no weight or config files to fingerprint")
     for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder)}:{size}\n".encode())
-        with path.open("rb") as fh:
-            digest.update(fh.read(HASH_SPAN))
-            if size > 2 * HASH_SPAN:
-                fh.seek(size - HASH_SPAN)
-                digest.update(fh.read(HASH_SPAN))
+        digest.update(f"{path.relative_to(folder).as_posix()}:{file_digest(path)}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -92,6 +108,49 @@ def fingerprint_module(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def device_kind(model: torch.nn.Module) -> str:
+    """``cpu``, or the accelerator model(s) the weights sit on (outputs can differ between GPUs)."""
+    devices = sorted({p.device for p in model.parameters()}, key=str)
+    kinds = []
+    for dev in devices:
+        if dev.type == "cuda":
+            kinds.append(f"cuda:{torch.cuda.get_device_name(dev)}")
+        elif str(dev) not in kinds:
+            kinds.append(dev.type)
+    return " + ".join(dict.fromkeys(kinds)) or "cpu"
+
+
+def runtime_settings(model: torch.nn.Module) -> dict[str, Any]:
+    """How this process runs the model: dtype, device kind, attention, libraries, threads,
+    and the kernels of quantized layers. Any of them can change generated text."""
+    import transformers
+
+    config = getattr(model, "config", None)
+    attention = {}
+    for name in ("", "text_config", "vision_config"):
+        sub = getattr(config, name, None) if name else config
+        impl = getattr(sub, "_attn_implementation", None)
+        if impl is not None:
+            attention[name or "model"] = impl
+    kind = device_kind(model)
+    kernels: dict[str, int] = {}
+    for module in model.modules():
+        backend = getattr(module, "kernel_backend", None)
+        if isinstance(backend, str):
+            kernels[backend] = kernels.get(backend, 0) + 1
+    settings: dict[str, Any] = {
+        "dtype": str(getattr(model, "dtype", "")).removeprefix("torch."),
+        "device": kind,
+        "attention": attention,
+        "backend": f"transformers {transformers.__version__}, torch {torch.__version__}",
+    }
+    if "cpu" in kind:  # CPU matmuls split work (and sums) by thread count
+        settings["cpu_threads"] = torch.get_num_threads()
+    if kernels:
+        settings["quant_kernels"] = kernels
+    return settings
+
+
 def generation_args(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Task generation kwargs -> ``model.generate`` kwargs (temperature 0 means greedy)."""
     temperature = float(gen_kwargs.get("temperature") or 0.0)
@@ -102,6 +161,8 @@ def generation_args(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
         "do_sample": do_sample,
         "use_cache": True,
     }
+    if gen_kwargs.get("min_new_tokens"):
+        args["min_new_tokens"] = int(gen_kwargs["min_new_tokens"])
     if do_sample:
         args["temperature"] = temperature
         if gen_kwargs.get("top_p") is not None:
@@ -131,18 +192,24 @@ class HFAdapter:
         self._fingerprint = fingerprint
         # What changes scores besides the weights (template, preprocessing, frames ...).
         self.info: dict[str, Any] = dict(info or {})
-        # doc_id -> message for requests whose visuals could not be read.
-        self.visual_errors: dict[str, str] = {}
         # Generation appends to the right, so prompts must be padded on the left.
         if hasattr(self.tokenizer, "padding_side"):
             self.tokenizer.padding_side = "left"
 
     # -- identity ----------------------------------------------------------------
-    def fingerprint(self) -> str:
+    def weights_fingerprint(self) -> str:
+        """The hash of the weights alone (files as loaded, or the in-memory parameters)."""
         if self._fingerprint is None:
             self._fingerprint = fingerprint_module(self.model)
-        settings = json.dumps(self.info, sort_keys=True, default=str)
-        return hashlib.sha256(f"{self._fingerprint}|{settings}".encode()).hexdigest()[:16]
+        return self._fingerprint
+
+    def settings(self) -> dict[str, Any]:
+        """Everything besides the weights that can change an output; part of the fingerprint."""
+        return {**self.info, "runtime": runtime_settings(self.model)}
+
+    def fingerprint(self) -> str:
+        settings = json.dumps(self.settings(), sort_keys=True, default=str)
+        return hashlib.sha256(f"{self.weights_fingerprint()}|{settings}".encode()).hexdigest()[:16]
 
     @property
     def tokenizer(self) -> Any:
@@ -157,21 +224,24 @@ class HFAdapter:
         """Processor outputs (left padded) for a batch whose visuals have been loaded."""
         raise NotImplementedError
 
+    def rendered_prompt(self, request: Request) -> str:
+        """The prompt text the tokenizer gets for ``request`` (chat template, system text,
+        media placeholders before expansion); what ``--log-samples`` records."""
+        raise NotImplementedError
+
     def sort_key(self, request: Request) -> tuple[int, int]:
         """Longest first (the evaluator batches in this order), so padding stays small."""
         return (-len(request.visuals), -len(request.prompt))
 
     # -- generation --------------------------------------------------------------
-    def generate(self, requests: Sequence[Request]) -> list[str]:
-        outputs: list[str | None] = [None] * len(requests)
+    def generate(self, requests: Sequence[Request]) -> list[Output]:
+        outputs: list[Output | None] = [None] * len(requests)
         ready: list[tuple[int, Request, Any]] = []
         for i, request in enumerate(requests):
             try:
                 ready.append((i, request, self.load_visuals(request)))
             except DataFileError as exc:
-                self.visual_errors[request.doc_id] = str(exc)
-                log.warning("%s %s: %s", request.task, request.doc_id, exc)
-                outputs[i] = ""
+                outputs[i] = Failure(str(exc))
         groups: dict[str, list[tuple[int, Request, Any]]] = {}
         for item in ready:
             key = json.dumps(item[1].gen_kwargs, sort_keys=True, default=str)
@@ -180,7 +250,8 @@ class HFAdapter:
             texts = self._generate_batch([r for _, r, _ in items], [v for _, _, v in items])
             for (i, _, _), text in zip(items, texts, strict=True):
                 outputs[i] = text
-        return [o if o is not None else "" for o in outputs]
+        assert all(o is not None for o in outputs)
+        return outputs  # type: ignore[return-value]
 
     def model_inputs(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
         """:meth:`encode` on the model's device, floating tensors in the model's dtype."""

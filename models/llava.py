@@ -166,6 +166,10 @@ class LlavaAdapter(HFAdapter):
     def prompt(self, request: Request, n_images: int) -> str:
         return self.template.prompt(request.prompt, [IMAGE_PLACEHOLDER] * n_images)
 
+    def rendered_prompt(self, request: Request) -> str:
+        n_images = sum(self.num_frames if is_video(v) else 1 for v in request.visuals)
+        return self.prompt(request, n_images)
+
     def prepare_image(self, image: Any) -> Any:
         """The aspect-ratio step that runs before the processor."""
         if self.image_aspect == "pad":

@@ -131,6 +131,10 @@ class QwenVLAdapter(HFAdapter):
             )
         raise HarnessError(f"model {self.name}: the processor and tokenizer have no chat template")
 
+    def rendered_prompt(self, request: Request) -> str:
+        kinds = [("video" if is_video(v) else "image", None, None) for v in request.visuals]
+        return self.prompt_text(request, kinds)
+
     def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
         texts = [self.prompt_text(r, v) for r, v in zip(requests, visuals, strict=True)]
         images = [item for v in visuals for kind, item, _ in v if kind == "image"]

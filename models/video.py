@@ -16,12 +16,9 @@ import numpy as np
 from PIL import Image
 
 from harness.errors import DataFileError
+from harness.requests import VIDEO_SUFFIXES, is_video
 
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif"}
-
-
-def is_video(item: object) -> bool:
-    return isinstance(item, str | Path) and Path(item).suffix.lower() in VIDEO_SUFFIXES
+__all__ = ["VIDEO_SUFFIXES", "frame_indices", "is_video", "sample_frames"]
 
 
 def frame_indices(total: int, n: int) -> list[int]:

@@ -90,6 +90,10 @@ class VideoLlavaAdapter(HFAdapter):
         media = [VIDEO if kind == "video" else IMAGE for kind, _ in visuals]
         return self.template.prompt(request.prompt, media)
 
+    def rendered_prompt(self, request: Request) -> str:
+        kinds = [("video" if is_video(v) else "image", None) for v in request.visuals]
+        return self.prompt(request, kinds)
+
     def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
         texts = [self.prompt(r, v) for r, v in zip(requests, visuals, strict=True)]
         images = [item for v in visuals for kind, item in v if kind == "image"]
@@ -189,6 +193,9 @@ class PooledVideoLlavaAdapter(HFAdapter):
 
     def load_visuals(self, request: Request) -> list[tuple[str, Any]]:
         return load_media(request, self.num_frames)
+
+    def rendered_prompt(self, request: Request) -> str:
+        return self.template.prompt(request.prompt, [IMAGE] * len(request.visuals))
 
     def pixel_values(self, frames: Sequence[Any]) -> torch.Tensor:
         if self.pad_to_square:

@@ -7,6 +7,11 @@ Public API::
     apply_fake_quant(model, qmodel)  # dequantized weights written back (CPU evaluation)
 """
 
+if __name__ != "harness.quantizers":  # imported as the bare `quantizers` from a checkout's root
+    from harness.shadowing import defer_to_installed
+
+    defer_to_installed(__name__, __file__)
+
 from harness.quantizers.apply import (
     apply_fake_quant,
     load_quantized,

@@ -9,9 +9,9 @@ must take the modified parameters from there too.
 
 Decoder layers use the recipe's algorithm; Linear layers outside them that the recipe
 includes (vision tower, projector, lm_head) are rounded to nearest (listed in
-``stats["rtn_fallback"]``), since text calibration gives them no activations. Linear
-layers whose in_features is not a multiple of the group size are kept in 16 bit
-(``stats["skipped"]``).
+``stats["rtn_fallback"]``), since text calibration gives them no activations. A recipe
+that selects no layer, or a layer whose in_features is not a multiple of its group
+size, is refused (:class:`RecipeDoesNotFit`): nothing the recipe names stays in 16 bit.
 """
 
 from __future__ import annotations
@@ -163,23 +163,43 @@ def _set_weights(layer: nn.Module, qweights: dict[str, QuantizedWeight]) -> None
             lin.bias.copy_(qw.bias.to(lin.bias.dtype).to(lin.bias.device))
 
 
+class RecipeDoesNotFit(ValueError):
+    """The recipe cannot quantize this model as its name says (the message says why)."""
+
+
+def check_recipe_fits(model: nn.Module, recipe: QuantRecipe, names: Sequence[str]) -> None:
+    """Refuse a recipe that would quantize nothing, or leave a layer it selects in full
+    precision (its in_features not a multiple of the group size): the run's label would
+    claim a precision the model does not have."""
+    if not names:
+        raise RecipeDoesNotFit(f"recipe {recipe.name} selects no Linear layer of this model")
+    misfits = [
+        (n, model.get_submodule(n).in_features)
+        for n in names
+        if model.get_submodule(n).in_features % recipe.group_size
+    ]
+    if misfits:
+        sizes = sorted({k for _, k in misfits})
+        raise RecipeDoesNotFit(
+            f"group size {recipe.group_size} does not divide the in_features of "
+            f"{len(misfits)} of the {len(names)} layers it selects (e.g. {misfits[0][0]}: "
+            f"{misfits[0][1]}; sizes {sizes}); choose a group size that divides them"
+        )
+
+
 def _quantize(model, recipe, calib_inputs, tokenizer, texts, log) -> QuantizedModel:
     parts = find_parts(model)
     selection = select_for_recipe(model, recipe, parts)
-    skipped = {}
-    for name in selection.quantize:
-        k = model.get_submodule(name).in_features
-        if k % recipe.group_size:
-            skipped[name] = f"in_features {k} not a multiple of group size {recipe.group_size}"
-    quantize = [n for n in selection.quantize if n not in skipped]
-    not_quantized = selection.keep + list(skipped)
+    check_recipe_fits(model, recipe, selection.quantize)
+    quantize = list(selection.quantize)
+    not_quantized = list(selection.keep)
     weights: dict[str, QuantizedWeight] = {}
     modified: dict[str, torch.Tensor] = {}
     stats: dict[str, Any] = {
         "method": recipe.method,
         "recipe_name": recipe.name,
         "categories": {n: selection.category[n] for n in selection.category},
-        "skipped": skipped,
+        "skipped": {},  # kept in the stats' schema: a recipe that fits skips nothing
         "layer_errors": {},
         "rtn_fallback": [],
         "layers": {},
@@ -211,7 +231,7 @@ def _quantize(model, recipe, calib_inputs, tokenizer, texts, log) -> QuantizedMo
             model, layers[0], calib.batches, layer_name=parts.layer_names[0]
         )
         q_in = fp_in
-        for layer_name, layer in zip(parts.layer_names, layers, strict=True):
+        for index, (layer_name, layer) in enumerate(zip(parts.layer_names, layers, strict=True)):
             t0 = time.perf_counter()
             prefix = layer_name + "."
             targets = [n[len(prefix) :] for n in quantize if n.startswith(prefix)]
@@ -249,7 +269,10 @@ def _quantize(model, recipe, calib_inputs, tokenizer, texts, log) -> QuantizedMo
             for n, p in layer_mod.items():
                 modified[prefix + n] = p.detach().float().cpu()
             fp_in, q_in = fp_out, q_out
-            log(f"{recipe.name}: {layer_name} error {stats['layer_errors'][layer_name]:.3e}")
+            log(
+                f"{recipe.name}: layer {index + 1}/{len(layers)} {layer_name} "
+                f"({info['seconds']:.1f}s, output error {stats['layer_errors'][layer_name]:.3e})"
+            )
             del work
         for n in extra:
             weights[n] = rtn_linear(

@@ -291,7 +291,8 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{out_dir} exists and is not a folder")
         if any(out_dir.iterdir()) and not overwrite:
             raise FileExistsError(
-                f"{out_dir} exists and is not empty; pass overwrite=True to replace it"
+                f"{out_dir} exists and is not empty; replace it with --overwrite "
+                "(overwrite=True in Python)"
             )
 
 
@@ -362,11 +363,22 @@ def write_checkpoint(
             "stats": stats_summary(qmodel.stats),
         }
         (tmp / HARNESS_META).write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        _umask_modes(tmp)
         _replace_dir(tmp, out_dir, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _umask_modes(folder: Path) -> None:
+    """Give the finished folder the modes a plain ``mkdir`` / ``open`` would (mkdtemp makes it
+    private, 0700), so other users and tools can read the checkpoint as with any other."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _replace_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:

@@ -11,6 +11,8 @@ cached outputs of the FP16 model are never reused for the INT4 one.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.quantizers.apply import (
+    RecipeDoesNotFit,
     UnreadableQuantizedError,
     apply_fake_quant,
     load_quantized,
@@ -119,6 +122,23 @@ def resolve_recipe(recipe_name: str, calib_tasks: Sequence[str] = ()) -> QuantRe
     return recipe
 
 
+def search_identity(adapter: Any) -> str:
+    """What a quantization search depends on, the key of ``--quant-cache`` and ``--quant-load``:
+    the weights, their dtype and the adapter's prompt and image settings (image+text
+    calibration goes through them), but not where the search ran (device, threads), so a
+    search done on a GPU applies on a CPU."""
+    weights = getattr(adapter, "weights_fingerprint", None)
+    if weights is None:
+        return adapter.fingerprint()
+    info = {k: v for k, v in getattr(adapter, "info", {}).items() if k != "quant"}
+    text = json.dumps(
+        {"weights": weights(), "dtype": str(adapter.model.dtype), "info": info},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def compute_quantization(
     adapter: Any,
     recipe_name: str,
@@ -139,7 +159,7 @@ def compute_quantization(
     searching, after checking it was searched for this recipe on these weights.
     """
     recipe = fit_recipe(resolve_recipe(recipe_name, calib_tasks), adapter.model)
-    fingerprint = adapter.fingerprint()
+    fingerprint = search_identity(adapter)
     if load is not None:
         return load_dump(load, recipe, fingerprint)
     calib_inputs = None
@@ -162,7 +182,7 @@ def compute_quantization(
             fingerprint=fingerprint,
             log=log,
         )
-    except CalibrationError as exc:
+    except (CalibrationError, RecipeDoesNotFit) as exc:
         raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
     if dump is not None:
         qmodel.stats["fingerprint"] = fingerprint

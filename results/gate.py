@@ -1,9 +1,11 @@
 """Regression gate: does a candidate run lose more than allowed against a base run?
 
-For every task both runs scored (or the ones asked for), the per-sample fields
-stored with each run are aligned by doc id (documents only one run has are
-dropped and counted), turned into columns like :func:`harness.task.columns_of`,
-and compared with a paired bootstrap over the task's ``bootstrap_unit`` using
+Only two different, complete runs are compared, over the same tasks (all of
+them, or the ones asked for), the same documents and the same data files; a
+run with documents that have no answer is refused unless ``allow_missing``
+(they are then scored by the task's missing rule on both sides). The
+per-sample fields stored with each run are aligned by doc id, turned into
+columns like :func:`harness.task.columns_of`, and compared with a paired bootstrap over the task's ``bootstrap_unit`` using
 the task's own aggregate. A task fails when the drop of its primary metric
 (base - candidate in the metric's points, or a percentage of the base with
 ``relative``) exceeds ``max_drop``; with ``require_significance`` it must also
@@ -167,15 +169,36 @@ def _finite(value: Any) -> Any:
 
 
 # -- alignment -----------------------------------------------------------------------------
-def _scored_samples(store: ResultsStore, run_id: str, task: str) -> dict[str, SampleResult]:
-    out = {}
+@dataclass
+class _RunTask:
+    """One task of one run as the gate reads it: every document, and the answered ones."""
+
+    samples: dict[str, SampleResult]  # doc id -> sample with fields (answered, or wrong)
+    doc_ids: set[str]  # every document the run scored, answered or not
+    unanswered: list[str]
+
+
+def _read_run_task(store: ResultsStore, run_id: str, task: str) -> _RunTask:
+    samples, docs, unanswered = {}, set(), []
     for row in store.run_samples(run_id, task):
-        if row["fields"] is None:  # generated but never scored
-            continue
-        out[row["doc_id"]] = SampleResult(
-            row["doc_id"], row["raw_output"], row["answer"], bool(row["parsed"]), row["fields"]
-        )
-    return out
+        docs.add(row["doc_id"])
+        if not row["answered"]:
+            unanswered.append(row["doc_id"])
+        if row["fields"]:  # answered, or scored as wrong by the task's missing rule
+            samples[row["doc_id"]] = SampleResult(
+                row["doc_id"],
+                row["raw_output"],
+                row["answer"],
+                bool(row["parsed"]),
+                row["fields"],
+                answered=row["answered"],
+            )
+    return _RunTask(samples, docs, sorted(unanswered))
+
+
+def _shown(ids: Sequence[str], n: int = 5) -> str:
+    ids = sorted(ids)
+    return ", ".join(repr(i) for i in ids[:n]) + (", ..." if len(ids) > n else "")
 
 
 def align_columns(
@@ -204,14 +227,23 @@ def _select_tasks(
     base_id: str,
     cand_id: str,
 ) -> list[str]:
+    """The tasks to compare: ``tasks`` (expanded), which both runs must have; by default
+    every task, and then both runs must have scored the same ones."""
     if not tasks:
-        common = [t for t in base_tasks if t in cand_tasks]
-        if not common:
+        only_base = sorted(set(base_tasks) - set(cand_tasks))
+        only_cand = sorted(set(cand_tasks) - set(base_tasks))
+        if not set(base_tasks) & set(cand_tasks):
             raise HarnessError(
                 f"runs {base_id} and {cand_id} have no scored task in common "
                 f"(base: {sorted(base_tasks) or 'none'}; candidate: {sorted(cand_tasks) or 'none'})"
             )
-        return common
+        if only_base or only_cand:
+            raise HarnessError(
+                f"runs {base_id} and {cand_id} scored different tasks (only the base: "
+                f"{only_base or 'none'}; only the candidate: {only_cand or 'none'}); "
+                "name the ones to compare with --tasks"
+            )
+        return [t for t in base_tasks if t in cand_tasks]
     from harness.registry import default_registry
 
     names: list[str] = []
@@ -227,6 +259,67 @@ def _select_tasks(
         if missing:
             raise HarnessError(f"--tasks: run {', '.join(missing)} has no scored task {name!r}")
     return names
+
+
+def _check_runs(base_run: Mapping[str, Any], cand_run: Mapping[str, Any]) -> None:
+    """Only two different, finished runs can be compared."""
+    if base_run["run_id"] == cand_run["run_id"]:
+        raise HarnessError(
+            f"--base and --candidate are the same run ({base_run['run_id']}); a run gated "
+            "against itself always passes"
+        )
+    for flag, run in (("--base", base_run), ("--candidate", cand_run)):
+        if run["status"] != "complete":
+            raise HarnessError(
+                f"{flag}: run {run['run_id']} ({run['model']}@{run['precision']}) is "
+                f"{run['status']}, not complete; its scores may cover only part of the data"
+            )
+
+
+def _aligned(
+    task: Task,
+    base: _RunTask,
+    cand: _RunTask,
+    ids: tuple[str, str],
+    allow_missing: bool,
+    notes: list[str],
+) -> tuple[dict[str, SampleResult], dict[str, SampleResult]]:
+    """The samples to compare: both runs must have scored the same documents; a document
+    without an answer is refused unless ``allow_missing``, and then compared as the task's
+    missing rule scores it (left out on both sides, or wrong)."""
+    if base.doc_ids != cand.doc_ids:
+        only_b, only_c = base.doc_ids - cand.doc_ids, cand.doc_ids - base.doc_ids
+        raise HarnessError(
+            f"task {task.name}: the runs scored different documents ({len(base.doc_ids)} in "
+            f"{ids[0]}, {len(cand.doc_ids)} in {ids[1]}; only the base: {len(only_b)} "
+            f"{_shown(only_b)}; only the candidate: {len(only_c)} {_shown(only_c)})"
+        )
+    unanswered = {rid: rt.unanswered for rid, rt in zip(ids, (base, cand), strict=True)}
+    holes = {rid: u for rid, u in unanswered.items() if u}
+    if holes and not allow_missing:
+        shown = "; ".join(f"run {rid}: {len(u)} ({_shown(u)})" for rid, u in holes.items())
+        raise HarnessError(
+            f"task {task.name}: documents without an answer ({shown}); the scores are "
+            "incomplete. Pass --allow-missing to compare them anyway."
+        )
+    if not holes:
+        return base.samples, cand.samples
+    if task.config.missing == "wrong":
+        notes.append(
+            f"{task.name}: documents without an answer count as wrong "
+            f"({', '.join(f'{len(u)} in {r}' for r, u in holes.items())})"
+        )
+        return base.samples, cand.samples
+    left_out = set().union(*holes.values())
+    notes.append(
+        f"{task.name}: {len(left_out)} documents without an answer in either run were left out "
+        "on both sides"
+    )
+    keep = base.doc_ids - left_out
+    return (
+        {d: s for d, s in base.samples.items() if d in keep},
+        {d: s for d, s in cand.samples.items() if d in keep},
+    )
 
 
 def _negated(task: Task, metric: str) -> Any:
@@ -320,35 +413,49 @@ def run_gate(
     n_boot: int = DEFAULT_BOOTSTRAP,
     metric: str | None = None,
     seed: int = DEFAULT_SEED,
+    allow_missing: bool = False,
 ) -> GateReport:
-    """Compare ``candidate`` with ``base`` (run ids, prefixes or ``model@precision``) task by task."""
+    """Compare ``candidate`` with ``base`` (run ids, prefixes or ``model@precision``) task by task.
+
+    Both runs must be complete and different, and have scored the same tasks (or those in
+    ``tasks``) on the same documents of the same data; documents without an answer are
+    refused unless ``allow_missing``."""
     if require_significance and n_boot <= 0:
         raise HarnessError("--require-significance needs bootstrap resamples (--bootstrap > 0)")
     if not 0 < alpha < 1:
         raise HarnessError(f"--alpha {alpha}: expected a level between 0 and 1")
     base_run = store.run(base)  # StoreError when unknown or ambiguous
     cand_run = store.run(candidate)
+    _check_runs(base_run, cand_run)
     base_id, cand_id = base_run["run_id"], cand_run["run_id"]
     notes = [
-        f"run {r['run_id']} is {r['status']}, not complete"
+        f"run {r['run_id']} scored the first {r['limit_docs']} documents of each task (--limit)"
         for r in (base_run, cand_run)
-        if r["status"] != "complete"
+        if r["limit_docs"]
     ]
-    if base_id == cand_id:
-        notes.append("base and candidate are the same run")
     base_tasks = _finished_tasks(store, base_id)
     cand_tasks = _finished_tasks(store, cand_id)
     results = []
     for name in _select_tasks(tasks, base_tasks, cand_tasks, base_id, cand_id):
         task = get_task(name)
         if base_tasks[name]["task_hash"] != cand_tasks[name]["task_hash"]:
-            notes.append(
-                f"{name}: the runs used different task configs or data files (task hash differs)"
+            raise HarnessError(
+                f"task {name}: the runs used different task configs or data files (task hash "
+                f"{base_tasks[name]['task_hash']} in {base_id}, {cand_tasks[name]['task_hash']} "
+                f"in {cand_id})"
             )
+        base_samples, cand_samples = _aligned(
+            task,
+            _read_run_task(store, base_id, name),
+            _read_run_task(store, cand_id, name),
+            (base_id, cand_id),
+            allow_missing,
+            notes,
+        )
         result = compare_task(
             task,
-            _scored_samples(store, base_id, name),
-            _scored_samples(store, cand_id, name),
+            base_samples,
+            cand_samples,
             max_drop=max_drop,
             relative=relative,
             alpha=alpha,
@@ -357,11 +464,6 @@ def run_gate(
             metric=metric,
             seed=seed,
         )
-        if result.dropped:
-            notes.append(
-                f"{name}: {result.dropped} documents only one run has were left out "
-                f"({result.dropped_base} base-only, {result.dropped_candidate} candidate-only)"
-            )
         results.append(result)
     return GateReport(
         base_run=base_id,

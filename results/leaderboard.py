@@ -4,7 +4,8 @@ Values come from the latest complete run of each (model, precision, task), so a
 re-run of one task replaces only that task's numbers. Group metrics (rows of
 ``metrics`` with ``is_group=1``) are columns like any task. The base is either
 a precision label (``fp16``: each model is compared with its own run at that
-precision) or one run (id, id prefix, or ``model@precision``: every row is
+precision), by default each model's unquantized run (fp16, else bf16, else fp32,
+named in a note), or one run (id, id prefix, or ``model@precision``: every row is
 compared with that run). A drop is positive when the row is worse than the
 base, whatever the metric's direction. ``flips %`` is the share of documents
 whose extracted answer differs from the base run's answer on the same
@@ -31,6 +32,7 @@ from harness.results.store import ResultsStore
 FORMATS = ("markdown", "csv", "html")
 DASH = "-"
 FLIPS = "flips %"
+UNQUANTIZED = ("fp16", "bf16", "fp32")  # the default base, in order of preference
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Row:
 
 @dataclass
 class Leaderboard:
-    base: str
+    base: str | None  # None: each model's unquantized run
     base_run: str | None  # run id when the base is one run, None for a precision label
     columns: list[Column]
     rows: list[Row]
@@ -131,10 +133,11 @@ def drop_of(
 # -- building ------------------------------------------------------------------------------
 def _latest_metrics(store: ResultsStore) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
     """(model, precision, task) -> metric rows of the latest complete run that has the task."""
-    rows = store.db.query(
+    rows = store.query(
         "select r.run_id, r.model, r.precision, r.created_at, m.task, m.metric, m.value, "
         "m.higher_is_better, m.is_primary, m.is_group from metrics m join runs r "
-        "on r.run_id = m.run_id where r.status = 'complete' order by r.created_at, r.rowid"
+        "on r.run_id = m.run_id where r.status = 'complete' and r.limit_docs is null "
+        "order by r.created_at, r.rowid"
     )
     latest: dict[tuple[str, str, str], str] = {}
     by_run: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
@@ -180,7 +183,7 @@ def _order_tasks(known: dict[str, bool], requested: list[str] | None) -> list[st
 
 def build_leaderboard(
     store: ResultsStore,
-    base: str = "fp16",
+    base: str | None = None,
     tasks: list[str] | None = None,
     metric: str | None = None,
 ) -> Leaderboard:
@@ -235,18 +238,27 @@ def build_leaderboard(
                 _set_drop(cell, base_values.get((col.task, col.metric)), col)
             _set_flips(answers, row, {c.task: base_run["run_id"] for c in row.cells})
     else:
+        models = sorted({m for m, _ in rows})
+        if base is None:  # each model's unquantized run
+            base_of = {m: next((p for p in UNQUANTIZED if (m, p) in rows), None) for m in models}
+            picked = ", ".join(f"{m}@{p}" for m, p in base_of.items() if p)
+            if picked:
+                notes.append(f"base: each model's unquantized run ({picked})")
+        else:
+            base_of = {m: base for m in models}
         for row in rows.values():
-            row.is_base = row.precision == base
-            ref = rows.get((row.model, base))
+            row.is_base = row.precision == base_of.get(row.model)
+            ref = rows.get((row.model, base_of.get(row.model)))
             if ref is None:
                 continue
             for col, cell in row.cells.items():
                 ref_cell = ref.cells.get(col)
                 _set_drop(cell, ref_cell.value if ref_cell else None, col)
             _set_flips(answers, row, {c.task: cell.run_id for c, cell in ref.cells.items()})
-        no_base = sorted({r.model for r in rows.values() if (r.model, base) not in rows})
-        if no_base and any(p == base for _, p in rows):  # else _resolve_base said it already
-            notes.append(f"no {base} run for {', '.join(no_base)}: drops shown as '-'")
+        no_base = sorted(m for m in models if (m, base_of.get(m)) not in rows)
+        if no_base:
+            wanted = base or "unquantized (fp16, bf16 or fp32)"
+            notes.append(f"no {wanted} run for {', '.join(no_base)}: drops shown as '-'")
 
     shown = [r for r in rows.values() if r.cells]  # rows with none of the selected tasks go
     ordered = sorted(shown, key=lambda r: (r.model, not r.is_base, r.precision))
@@ -269,7 +281,7 @@ class _AnswerCache:
 
     def __call__(self, run_id: str, task: str) -> dict[str, str | None]:
         if (run_id, task) not in self.read:
-            rows = self.store.db.query(
+            rows = self.store.query(
                 "select d.doc_id, s.answer, s.raw_output from run_docs d join samples s "
                 "on s.cache_key = d.cache_key where d.run_id = ? and d.task = ?",
                 [run_id, task],
@@ -301,8 +313,11 @@ def _set_drop(cell: Cell, base: float | None, col: Column) -> None:
     cell.drop, cell.rel_drop = drop_of(base, cell.value, col.higher_is_better)
 
 
-def _resolve_base(store: ResultsStore, base: str, notes: list[str]) -> dict[str, Any] | None:
-    """The base run when ``base`` names one run; None when it is a precision label."""
+def _resolve_base(store: ResultsStore, base: str | None, notes: list[str]) -> dict[str, Any] | None:
+    """The base run when ``base`` names one run; None when it is a precision label (or None:
+    each model's unquantized run). A base that names nothing is an error."""
+    if base is None:
+        return None
     precisions = {r["precision"] for r in store.runs(status="complete")}
     if base in precisions:
         return None
@@ -311,16 +326,18 @@ def _resolve_base(store: ResultsStore, base: str, notes: list[str]) -> dict[str,
         if run["status"] != "complete":
             notes.append(f"base run {run['run_id']} is {run['status']}, not complete")
         return run
-    notes.append(
-        f"no complete run has precision {base!r} and no run id starts with it: drops shown as '-'"
+    raise HarnessError(
+        f"--base {base}: no complete run has this precision and no run id starts with it "
+        f"(precisions: {', '.join(sorted(precisions))}; or give a run id or MODEL@PRECISION)"
     )
-    return None
 
 
 # -- rendering -----------------------------------------------------------------------------
 def _caption(board: Leaderboard) -> str:
     if board.base_run:
         text = f"drops vs run {board.base_run} ({board.base}); positive = worse"
+    elif board.base is None:
+        text = "drops vs each model's unquantized run; positive = worse"
     else:
         text = f"drops vs each model's {board.base} run; positive = worse"
     return text

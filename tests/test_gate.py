@@ -54,7 +54,7 @@ def gate_db(reference, tmp_path_factory):
     holes = write_answers(
         tmp / "holes.jsonl", [r for r in read_answers(answers) if r["question_id"] not in gone]
     )
-    score_into(db, pope, holes, "int4-holes", task="pope_random")
+    score_into(db, pope, holes, "int4-holes", task="pope_random", status=3)  # 10 unanswered
     expected["tiny"] = pope_by_hand(pope, tiny, "random")
     return db, expected, len(gone)
 
@@ -136,7 +136,7 @@ def test_require_significance_lets_a_tiny_drop_pass(gate_db, capsys):
     base, cand = expected["fp16"]["random"]["f1"], expected["tiny"]["f1"]
     assert 0 < base - cand < 0.1
     capsys.readouterr()
-    args = ["--candidate", f"{MODEL}@int4-tiny", "--max-drop", "0.01"]
+    args = ["--candidate", f"{MODEL}@int4-tiny", "--max-drop", "0.01", "--tasks", "pope_random"]
     assert _gate(db, *args) == 1  # the drop is over the limit ...
     assert _gate(db, *args, "--require-significance") == 0  # ... but could be chance
     out = capsys.readouterr().out
@@ -149,8 +149,9 @@ def test_require_significance_lets_a_tiny_drop_pass(gate_db, capsys):
         max_drop=0.01,
         require_significance=True,
         n_boot=int(BOOT),
+        tasks=["pope_random"],  # the tiny run only has pope_random
     )
-    (t,) = report.tasks  # the tiny run only has pope_random: the only common task
+    (t,) = report.tasks
     assert t.task == "pope_random" and t.drop == pytest.approx(base - cand)
     assert t.p_value > 0.05 and t.exceeds and not t.significant and t.passed
     assert t.ci_low == 0.0  # many resamples contain neither flipped answer
@@ -160,15 +161,43 @@ def test_require_significance_lets_a_tiny_drop_pass(gate_db, capsys):
     )
 
 
-def test_documents_only_one_run_has_are_dropped_and_counted(gate_db):
+def test_unanswered_documents_are_refused_unless_allowed(gate_db, capsys):
     db, expected, n_gone = gate_db
     store = ResultsStore(db)
-    report = run_gate(store, f"{MODEL}@fp16", f"{MODEL}@int4-holes", max_drop=0.0, n_boot=50)
+    base, holes = f"{MODEL}@fp16", f"{MODEL}@int4-holes"
+    with pytest.raises(HarnessError, match=rf"pope_random: documents without an answer \(run "
+                       rf"\w+: {n_gone} .*--allow-missing"):  # fmt: skip
+        run_gate(store, base, holes, tasks=["pope_random"], n_boot=50)
+    capsys.readouterr()
+    assert _gate(db, "--candidate", holes, "--tasks", "pope_random") == 2
+    assert "--allow-missing" in capsys.readouterr().err
+    # allowed: POPE leaves unanswered documents out (on both sides), as eval_pope.py does
+    report = run_gate(
+        store, base, holes, max_drop=0.0, n_boot=50, tasks=["pope_random"], allow_missing=True
+    )
     (t,) = report.tasks
-    assert (t.n, t.dropped_base, t.dropped_candidate) == (2910 - n_gone, n_gone, 0)
+    assert (t.n, t.dropped) == (2910 - n_gone, 0)
     assert t.drop == 0.0 and t.passed  # same answers on the shared documents
-    assert f"{n_gone} documents only one run has were left out" in " ".join(report.notes)
-    assert json.loads(report.to_json())["tasks"][0]["dropped"] == n_gone
+    assert f"{n_gone} documents without an answer in either run were left out" in " ".join(
+        report.notes
+    )
+
+
+def test_different_tasks_same_run_and_unfinished_runs_are_refused(gate_db):
+    db, _, _ = gate_db
+    store = ResultsStore(db)
+    with pytest.raises(HarnessError, match=r"scored different tasks \(only the base: "
+                       r"\['pope_adversarial', 'pope_popular'\]; only the candidate: none\)"):  # fmt: skip
+        run_gate(store, f"{MODEL}@fp16", f"{MODEL}@int4-tiny")
+    with pytest.raises(HarnessError, match="same run .* always passes"):
+        run_gate(store, f"{MODEL}@fp16", f"{MODEL}@fp16")
+    run_id = store.run(f"{MODEL}@int4")["run_id"]
+    store.db.conn.execute("update runs set status = 'killed' where run_id = ?", [run_id])
+    try:
+        with pytest.raises(HarnessError, match=rf"--candidate: run {run_id} .* is killed"):
+            run_gate(store, f"{MODEL}@fp16", run_id)
+    finally:
+        store.db.conn.execute("update runs set status = 'complete' where run_id = ?", [run_id])
 
 
 def test_lower_is_better_metric_flips_the_direction(gate_db, monkeypatch):

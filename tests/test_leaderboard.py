@@ -77,12 +77,22 @@ def pope_by_hand(pope: Path, answers: Path, split: str) -> dict[str, float]:
 
 
 def score_into(
-    db: Path, pope: Path, answers: Path, precision: str, model: str = MODEL, task: str = "pope"
+    db: Path,
+    pope: Path,
+    answers: Path,
+    precision: str,
+    model: str = MODEL,
+    task: str = "pope",
+    status: int = 0,
 ) -> None:
-    """``harness score TASK --db`` of an answers file, recorded as MODEL at PRECISION."""
+    """``harness score TASK --db`` of an answers file, recorded as MODEL at PRECISION.
+
+    The answers file holds all three splits: scoring one split leaves the others out
+    (``--allow-extra``)."""
     argv = f"score {task} --data-file questions=questions.jsonl --bootstrap 0 --json".split()
     argv += ["--predictions", str(answers), "--data-root", str(pope), "--db", str(db)]
-    assert main([*argv, "--model", model, "--precision", precision]) == 0
+    argv += ["--allow-extra"] if task != "pope" else []
+    assert main([*argv, "--model", model, "--precision", precision]) == status
 
 
 def every_seventh(rec: dict) -> bool:
@@ -161,7 +171,8 @@ def test_markdown_primary_metric_and_drops(board_db, reference, capsys):
     # A model with no fp16 run: its value, and '-' for the drops and the tasks it never ran.
     assert other[2:11] == ["-"] * 6 + [f"{expected['int4']['random']['f1']:.2f}", "-", "-"]
     assert other[-4:] == ["-", "-", "-", "-"]
-    assert f"no fp16 run for {OTHER}" in text
+    assert f"no unquantized (fp16, bf16 or fp32) run for {OTHER}" in text
+    assert f"base: each model's unquantized run ({MODEL}@fp16)" in text
 
 
 def test_csv_with_another_metric(board_db, tmp_path, capsys):
@@ -321,6 +332,5 @@ def test_latest_complete_run_per_task_and_lower_is_better(tmp_path):
     assert int4.cells[vqa].drop == pytest.approx(0.5)
     assert "drops vs run " + old in render(by_run)
 
-    none = build_leaderboard(store, base="bf16")
-    assert all(c.drop is None for r in none.rows for c in r.cells.values())
-    assert "no complete run has precision 'bf16'" in render(none, "markdown")
+    with pytest.raises(HarnessError, match="--base bf16: no complete run has this precision"):
+        build_leaderboard(store, base="bf16")

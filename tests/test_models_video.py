@@ -15,7 +15,7 @@ from harness.errors import HarnessError  # noqa: E402
 from harness.models import video_llava  # noqa: E402
 from harness.models.registry import ModelEntry, adapter_loader  # noqa: E402
 from harness.models.video import sample_frames  # noqa: E402
-from harness.requests import Request  # noqa: E402
+from harness.requests import Failure, Request  # noqa: E402
 from tests import tiny_video_models as tiny  # noqa: E402
 
 GEN = {"max_new_tokens": 6}
@@ -120,12 +120,9 @@ def test_video_llava_corrupt_video_is_per_sample(vllava, media):
     requests = _requests(media)[:3] + [
         Request("t", "bad", "describe", (str(media["corrupt"]),), GEN)
     ]
-    vllava.visual_errors.clear()
     outputs = vllava.generate(requests)
-    assert outputs[3] == ""
-    assert all(outputs[:3])
-    assert set(vllava.visual_errors) == {"bad"}
-    assert "broken.mp4" in vllava.visual_errors["bad"]
+    assert isinstance(outputs[3], Failure) and "broken.mp4" in outputs[3].error
+    assert all(isinstance(o, str) and o for o in outputs[:3])
     assert outputs[:3] == vllava.generate(requests[:3])
 
 
@@ -236,10 +233,8 @@ def test_rlaif_corrupt_video_is_per_sample(rlaif, media):
     requests = _requests(media)[:2] + [
         Request("t", "bad", "describe", (str(media["corrupt"]),), GEN)
     ]
-    rlaif.visual_errors.clear()
     outputs = rlaif.generate(requests)
-    assert outputs[2] == "" and all(outputs[:2])
-    assert set(rlaif.visual_errors) == {"bad"}
+    assert isinstance(outputs[2], Failure) and all(isinstance(o, str) and o for o in outputs[:2])
 
 
 def test_original_video_llava_layout_is_refused(tmp_path):

@@ -31,7 +31,7 @@ from harness.quantizers import (
     text_calibration,
 )
 from harness.quantizers import awq as awq_mod
-from harness.quantizers.apply import WEIGHTS_FILE
+from harness.quantizers.apply import WEIGHTS_FILE, RecipeDoesNotFit
 from harness.quantizers.calibration import CalibrationSet, layer_output
 from harness.quantizers.modules import llama_scale_groups
 
@@ -679,10 +679,17 @@ def test_image_text_calibration_and_skipped_shapes(llava, tok):
     assert qm.stats["rtn_fallback"] and all(
         qm.stats["categories"][n] == "vision" for n in qm.stats["rtn_fallback"]
     )
-    # group 48 does not divide 64: those layers are kept and reported
-    qm48 = quantize_model(llava, "rtn-w4g48")
-    assert "model.language_model.layers.0.self_attn.q_proj" in qm48.stats["skipped"]
-    assert "model.language_model.layers.0.self_attn.q_proj" in qm48.not_quantized
+    assert not qm.not_quantized or all(
+        qm.stats["categories"].get(n) != "decoder" for n in qm.not_quantized
+    )
+    # a group size that does not divide a selected layer is refused, naming it (the label
+    # would claim a precision the layer does not have)
+    with pytest.raises(RecipeDoesNotFit, match=r"group size 48 .* 14 of the 14 layers .*"
+                       r"self_attn.q_proj: 64; sizes \[64, 128\]"):  # fmt: skip
+        quantize_model(llava, "rtn-w4g48")
+    with pytest.raises(RecipeDoesNotFit, match=r"group size 64 .*vision_tower.*: 32"):
+        quantize_model(llava, "rtn-w4g64-vision")  # fits the decoder, not the tower
+    quantize_model(llava, "rtn-w4g64")
 
 
 def test_text_calibration_is_deterministic(tok):

@@ -283,9 +283,23 @@ def test_vision_features_are_what_llava_projects():
         ).pooler_output
         assert features.shape == (3, 4, MICRO.vision_hidden)  # CLS dropped
         assert torch.equal(model.model.multi_modal_projector(features), torch.stack(llava))
-        # one image at a time gives the same floats as a batch (features are cached per image)
+        # one image at a time gives the same floats as a batch (features are cached per image):
+        # bit for bit on the AVX-512 CPUs the trainer was measured on, where oneDNN/MKL pick
+        # batch-invariant kernels for these shapes; within float rounding on other CPUs
         one = torch.cat([ls.vision_features(model, pixels[i : i + 1]) for i in range(3)])
-    assert torch.equal(one, features)
+    torch.testing.assert_close(one, features, rtol=1e-5, atol=1e-6)
+    if torch.backends.cpu.get_cpu_capability() in ("AVX512", "AVX512_BF16", "AMX"):
+        assert torch.equal(one, features)
+
+
+def tower_is_batch_invariant(model) -> bool:
+    """Whether this CPU's kernels give the tower the same floats for one image as in a batch:
+    the condition under which cached features train bit for bit like pixels."""
+    pixels = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        batch = ls.vision_features(model, pixels)
+        single = torch.cat([ls.vision_features(model, pixels[i : i + 1]) for i in range(8)])
+    return torch.equal(batch, single)
 
 
 @pytest.mark.parametrize("trainable", [ls.LLAVA_STAGE2_TRAINABLE, ls.LLAVA_STAGE1_TRAINABLE])
@@ -307,8 +321,13 @@ def test_cached_image_features_train_bit_for_bit_like_pixels(trainable):
         losses.append(stats.losses)
         accuracy = ls.answer_accuracy(model, [data[i] for i in range(8)])
         results[-1]["accuracy"] = torch.tensor(accuracy)
-    assert losses[0] == losses[1]
-    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+    if tower_is_batch_invariant(_micro()[2]):  # e.g. the AVX-512 CPU that trained toy-llava
+        assert losses[0] == losses[1]
+        assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
+    else:  # other kernels round a batch differently: the same training up to float rounding
+        assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+        for k in results[0]:
+            torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-5)
 
 
 def test_cached_image_features_refuse_a_stage_that_trains_the_tower():

@@ -241,7 +241,7 @@ def test_generic_scores_retries_and_failures(tmp_path, judge_server):
     assert s.metrics["context"] == pytest.approx(2.0)
     assert s.metrics["vcg_final_part"] == pytest.approx((8 / 3 + 10 / 3 + 2) / 5)
     assert s.extra == {"judge_failures": 6, "judge_needed": 15}
-    assert (s.n, s.n_missing, s.n_parse_failures) == (6, 1, 1)
+    assert (s.n, s.n_missing, s.n_parse_failures) == (6, 1, 0)  # no answer is not a parse failure
     # requests: A 3, B 3x2, C 3 criteria x 3 attempts, D 3, E 3
     assert judge_server.n_requests == 24
     assert (judge.failures, judge.cache_hits) == (3, 0)
@@ -254,7 +254,12 @@ def test_generic_scores_retries_and_failures(tmp_path, judge_server):
     )
     d_doc = fields[vcg.make_doc_id("v1", "Where does the video take place?")]
     assert d_doc["judge_failed"] == 3 and "unparsable" in d_doc["judge_error"]
-    assert fields[vcg.make_doc_id("v5", "How many people are there?")]["judge_needed"] == 0
+    missing = next(
+        smp
+        for smp in s.samples
+        if smp.doc_id == vcg.make_doc_id("v5", "How many people are there?")
+    )
+    assert missing.missing and fields[missing.doc_id] == {}  # not judged, left out
     assert fields[vcg.make_doc_id("v1", "What is the man doing?")]["judge_model"] == "judge-test"
     # Every request carried the task's judge settings and one criterion's system prompt.
     assert {(b["temperature"], b["max_tokens"]) for b in judge_server.received} == {(0.0, 128)}

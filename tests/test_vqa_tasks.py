@@ -125,7 +125,8 @@ def test_vqav2_testdev_answered_share(tmp_path):
     preds = llava_answers(tmp_path / "a.jsonl", [(1000, "Yes"), (2000, "Two.")])
     s = score("vqav2_testdev", preds, tmp_path)
     assert s.metrics == {"answered": pytest.approx(200 / 3)}
-    assert [x.answer for x in s.samples] == ["yes", "", "2"]
+    assert [x.answer for x in s.samples] == ["yes", None, "2"]  # no answer is never extracted
+    assert s.n_missing == 1 and s.missing_ids == ["1001"]
     assert s.n_missing == 1
 
 
@@ -299,7 +300,9 @@ def test_textvqa_noocr_variant_and_llava_file(tmp_path):
         [f"What brand?\n{SHORT}", f"What does it say?\n{SHORT}"],
     )  # fmt: skip
     s = score("textvqa_val_noocr", preds, tmp_path)
-    assert s.metrics["accuracy"] == pytest.approx(100 * (1.0 + 0 + 1.0) / 3)
+    # eval_textvqa.py scores the answered questions: the unanswered third is left out
+    assert s.metrics["accuracy"] == pytest.approx(100.0)
+    assert (s.n, s.n_missing) == (3, 1)
     with pytest.raises(DataFileError, match="textvqa_val_noocr"):
         get_task("textvqa_val").load_docs(tmp_path)  # OCR asked for, but no source
     # LLaVA's question file supplies the OCR line (verbatim) and pairs by image + question

@@ -74,7 +74,7 @@ def text_config(vocab_size: int, **overrides) -> dict:
         "model_type": "llama",
         "vocab_size": vocab_size,
         "hidden_size": 32,
-        "intermediate_size": 37,
+        "intermediate_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
@@ -92,7 +92,7 @@ def clip_vision_config(image_size: int = 16, patch_size: int = 4) -> dict:
     return {
         "model_type": "clip_vision_model",
         "hidden_size": 24,
-        "intermediate_size": 37,
+        "intermediate_size": 48,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "image_size": image_size,
@@ -105,7 +105,7 @@ def siglip_vision_config(image_size: int = 12, patch_size: int = 4) -> dict:
     return {
         "model_type": "siglip_vision_model",
         "hidden_size": 24,
-        "intermediate_size": 37,
+        "intermediate_size": 48,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "image_size": image_size,

@@ -134,12 +134,14 @@ def extract(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Extracted
 
 
 def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, Any]:
-    answered = bool(extracted.answer.strip())
+    # No answer (NO_ANSWER) is wrong: GQA's eval.py refuses a result set that misses a
+    # balanced question, and LLaVA pads missing VQA answers with '' (counted wrong).
+    answered = extracted.answer is not None and bool(extracted.answer.strip())
     if doc["answer"] is None:
         return {"correct": None, "binary": None, "balanced": None, "has_gt": False,
                 "answered": answered}  # fmt: skip
     return {
-        "correct": extracted.answer == doc["answer"],
+        "correct": answered and extracted.answer == doc["answer"],
         "binary": doc["structural"] != "query",
         "balanced": doc["balanced"],
         "has_gt": True,

@@ -353,6 +353,11 @@ def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, An
     judge_needed = judge_failed = False
     if extracted.parsed:
         letter: str | None = str(extracted.answer)
+    elif extracted.answer is None:
+        # No answer (NO_ANSWER): wrong, so the document's circular group fails. LLaVA's
+        # convert_mmbench_for_submission.py leaves an empty prediction cell, and VLMEvalKit's
+        # exact matching scores an empty prediction hit=0.
+        letter = None
     else:
         letter = None
         text = str(extracted.answer)

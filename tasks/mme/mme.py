@@ -326,8 +326,10 @@ def extract_yes_no(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Ex
 
 
 def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, Any]:
+    # No answer (NO_ANSWER, answer None) is wrong in acc and acc+, as an unparsed "other"
+    # answer is in the official eval_tool calculation.py (which needs every line).
     return {
-        "correct": extracted.answer == doc["answer"].lower(),
+        "correct": extracted.answer is not None and extracted.answer == doc["answer"].lower(),
         "category": doc["category"],
         "image_key": doc["image_key"],
     }

@@ -268,6 +268,11 @@ def extract_letter(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Ex
 
 
 def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, Any]:
+    if extracted.answer is None:
+        # No answer: LLaVA's eval_science_qa.py (__main__) scores a missing problem as
+        # {'text': 'FAILED', 'prompt': 'Unknown'}: wrong in the overall accuracy, and, since
+        # 'Unknown' holds no '<image>', left out of IMG-accuracy (is_multimodal is False).
+        return {"correct": False, "has_image": False, "pred_idx": -1}
     idx = pred_index(str(extracted.answer), int(doc["n_choices"]))
     return {
         "correct": idx == LETTERS.index(doc["answer"]),

@@ -103,9 +103,12 @@ def extract(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Extracted
 
 
 def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, Any]:
+    # No answer (NO_ANSWER) scores 0: LLaVA's convert_vizwiz_for_submission.py asserts every
+    # question has an answer, so the official route never scores an incomplete set.
     answers = [evalai_process(a) for a in doc["answers"]]
+    answer = extracted.answer
     return {
-        "score": leave_one_out_accuracy(extracted.answer, answers),
+        "score": 0.0 if answer is None else leave_one_out_accuracy(answer, answers),
         "answer_type": doc["answer_type"],
         "answerable": doc["answerable"],
     }

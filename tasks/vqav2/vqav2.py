@@ -106,8 +106,12 @@ def extract_answer(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Ex
 
 
 def process(doc: dict[str, Any], extracted: Extracted, ctx: Any) -> dict[str, Any]:
+    # No answer (NO_ANSWER) scores 0: the official loader (GT-Vision-Lab/VQA vqa.py loadRes)
+    # refuses an incomplete result set and LLaVA's convert_vqav2_for_submission.py pads
+    # missing answers with '' (wrong).
+    answer = extracted.answer
     return {
-        "score": vqa_v2_accuracy(extracted.answer, doc["answers"]),
+        "score": 0.0 if answer is None else vqa_v2_accuracy(answer, doc["answers"]),
         "answer_type": doc["answer_type"],
         "question_type": doc["question_type"],
     }
