@@ -150,6 +150,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     registry = default_registry()
     names = registry.expand(args.task)
+    if not names:
+        raise HarnessError(f"harness score {args.task!r}: no task named (e.g. pope, mme)")
     tasks = [get_task(n) for n in names]
     per_task = overrides_per_task(tasks, kv_list(args.data_file, "--data-file"))
     store = open_store(args, write=True) if args.db else None

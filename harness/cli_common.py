@@ -122,13 +122,24 @@ def emit_json(value: Any, **kwargs: Any) -> None:
     emit(json.dumps(finite(value), indent=2, allow_nan=False, **kwargs))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup_logging() -> None:
     """Library progress lines (``harness.*`` loggers: loading, hashing, quantizing) on stderr."""
     logger = logging.getLogger("harness")
-    if not any(getattr(h, "_harness_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._harness_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False

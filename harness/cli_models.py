@@ -253,8 +253,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 def load_model_logged(args: argparse.Namespace, dtype: str, options: dict[str, Any]) -> Any:
     """load_model, saying first what is loaded from where (importing torch and reading a 7B
     checkpoint take a while)."""
+    from harness.models.hf_adapter import resolve_device, resolve_dtype
     from harness.models.loading import load_model
 
+    resolve_dtype(dtype, resolve_device(args.device))  # a bad --device / --dtype fails first
     log.info(
         f"loading {args.model}"
         + (f" from {args.model_path}" if args.model_path else "")

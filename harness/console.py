@@ -24,9 +24,15 @@ PIPE_WIDTH = 100_000
 _stdout_closed = False
 
 
+class _ResultConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """rich exits with status 1 here; the command's work is done, so only stop printing."""
+        _closed_pipe()
+
+
 def _stdout() -> Console:
     # Built per call: tests and callers may swap sys.stdout.
-    return Console(
+    return _ResultConsole(
         file=sys.stdout,
         width=None if sys.stdout.isatty() else PIPE_WIDTH,
         highlight=False,

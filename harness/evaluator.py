@@ -128,10 +128,10 @@ def check_visuals(task: Task, requests: Sequence[Request]) -> None:
         if isinstance(v, str | Path) and not Path(v).exists()
     ]
     if missing:
-        shown = "\n  ".join(missing[:MISSING_SHOWN])
+        shown = "; ".join(missing[:MISSING_SHOWN])
         raise DataFileError(
-            f"task {task.name}: {len(missing)} of {sum(len(r.visuals) for r in requests)} visual files "
-            f"are missing, e.g.\n  {shown}\nCheck --data-root (images are looked up under "
+            f"task {task.name}: {len(missing)} of {sum(len(r.visuals) for r in requests)} visual "
+            f"files are missing, e.g. {shown}. Check --data-root (images are looked up under "
             f"{task.config.dataset.image_dir or 'the data root'})."
         )
 
@@ -215,6 +215,8 @@ def prepare(
     """Load documents, build requests and check flags and visuals; raises before any work."""
     registry = default_registry()
     names = registry.expand(task_names if isinstance(task_names, str) else list(task_names))
+    if not names:
+        raise HarnessError(f"--tasks {task_names!r}: no task named (e.g. --tasks pope,gqa)")
     if config.limit is not None and config.limit < 1:
         raise HarnessError(f"--limit {config.limit}: expected a positive number of documents")
     try:

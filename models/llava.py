@@ -226,6 +226,9 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> L
 
     options = _options(entry)
     path = Path(path)
+    if not (path / "config.json").is_file():
+        # without it transformers builds the default LlavaConfig: a 7B model in memory
+        raise HarnessError(f"model {entry.name}: {path} has no config.json (not a llava-hf folder)")
     processor = AutoProcessor.from_pretrained(path)
     backend = options.get("image_backend", "pil")
     processor.image_processor = AutoImageProcessor.from_pretrained(path, backend=backend)
