@@ -23,6 +23,7 @@ from rich.text import Text
 from harness import __version__
 from harness.cli_common import (
     Parser,
+    add_allow_extra,
     add_allow_missing,
     add_judge_flags,
     emit_json,
@@ -39,15 +40,6 @@ from harness.cli_common import (
 )
 from harness.console import error, say, show, warn
 from harness.errors import EXIT_GATE_FAILED, EXIT_INCOMPLETE, EXIT_USAGE, HarnessError, StoreError
-
-
-def _add_allow_extra(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--allow-extra",
-        action="store_true",
-        help="leave out predictions that belong to no document of the task(s) instead of "
-        "refusing the file (e.g. one split of an answer file that holds several)",
-    )
 
 
 # -- tasks -----------------------------------------------------------------------------
@@ -455,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--log-samples", type=Path, help="write per-sample JSON lines into this folder")
     add_allow_missing(p)
-    _add_allow_extra(p)
+    add_allow_extra(p)
     add_judge_flags(p)
     p.set_defaults(fn=cmd_score)
 
@@ -521,7 +513,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path)
     p.add_argument("--data-file", action="append", metavar="ROLE=PATH")
     add_allow_missing(p)
-    _add_allow_extra(p)
+    add_allow_extra(p)
     p.set_defaults(fn=cmd_export)
     return parser
 

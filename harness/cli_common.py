@@ -35,24 +35,23 @@ class Parser(argparse.ArgumentParser):
 
 
 # -- flag types ------------------------------------------------------------------------------
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a whole number >= 1")
-    return value
+def _whole_number(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: expected a whole number >= {low}"
+            ) from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text}: expected a whole number >= {low}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected a whole number >= 0")
-    return value
+positive_int = _whole_number(1)
+non_negative_int = _whole_number(0)
 
 
 def finite_float(text: str) -> float:
@@ -203,6 +202,15 @@ def make_judges(args: argparse.Namespace, tasks: list[Any], store: Any) -> dict[
             )
         judges[task.name] = by_model[model]
     return judges
+
+
+def add_allow_extra(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--allow-extra",
+        action="store_true",
+        help="leave out predictions that belong to no document of the task(s) instead of "
+        "refusing the file (e.g. one split of an answer file that holds several)",
+    )
 
 
 def add_allow_missing(p: argparse.ArgumentParser) -> None:

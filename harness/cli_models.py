@@ -176,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.registry import default_registry
     from harness.task import get_task
 
+    log.info(f"harness run: {args.model} on {args.tasks}; reading the tasks' data ...")
     registry = default_registry()
     names = registry.expand(args.tasks)
     tasks = [get_task(n) for n in names]

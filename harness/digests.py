@@ -71,6 +71,40 @@ def _connect() -> sqlite3.Connection | None:
         return None
 
 
+def _key(path: Path) -> tuple[str, int, int, int, int]:
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    return (real, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def _lookup(conn: sqlite3.Connection | None, key: tuple) -> str | None:
+    if conn is None:
+        return None
+    try:
+        row = conn.execute(
+            "select sha256 from digests where path = ? and size = ? and mtime_ns = ? "
+            "and inode = ? and ctime_ns = ?",
+            key,
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+def known_digest(path: Path | str) -> str | None:
+    """The digest of ``path`` if it is known without reading the file, else None."""
+    path = Path(path)
+    blob = hf_blob_digest(path)
+    if blob is not None:
+        return blob
+    conn = _connect()
+    try:
+        return _lookup(conn, _key(path))
+    finally:
+        if conn is not None:
+            conn.close()
+
+
 def file_digest(path: Path | str) -> str:
     """sha256 hex digest of ``path``'s bytes, from the HF blob name or the digest table if known."""
     path = Path(path)
@@ -78,31 +112,22 @@ def file_digest(path: Path | str) -> str:
     if known is not None:
         stats["hf_blob"] += 1
         return known
-    real = os.path.realpath(path)
-    st = os.stat(real)
-    key = (real, st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    key = _key(path)
     conn = _connect()
     try:
-        if conn is not None:
-            try:
-                row = conn.execute(
-                    "select sha256 from digests where path = ? and size = ? and mtime_ns = ? "
-                    "and inode = ? and ctime_ns = ?",
-                    key,
-                ).fetchone()
-            except sqlite3.Error:
-                row = None
-            if row is not None:
-                stats["cached"] += 1
-                return row[0]
+        cached = _lookup(conn, key)
+        if cached is not None:
+            stats["cached"] += 1
+            return cached
+        real, size, mtime_ns, _, ctime_ns = key
         digest = sha256_file(Path(real))
         stats["hashed_files"] += 1
-        stats["hashed_bytes"] += st.st_size
+        stats["hashed_bytes"] += size
         after = os.stat(real)
         unchanged = (after.st_size, after.st_mtime_ns, after.st_ctime_ns) == (
-            st.st_size,
-            st.st_mtime_ns,
-            st.st_ctime_ns,
+            size,
+            mtime_ns,
+            ctime_ns,
         )
         if conn is not None and unchanged:
             try:  # a file changed while it was read is not recorded

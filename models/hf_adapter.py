@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ import torch
 
 from harness.errors import DataFileError, HarnessError
 from harness.requests import Failure, Output, Request
+
+log = logging.getLogger("harness.models")
 
 DTYPES = {
     "fp16": torch.float16,
@@ -80,7 +83,7 @@ def resolve_dtype(dtype: str | None, device: str) -> torch.dtype:
 
 def fingerprint_files(folder: Path) -> str:
     """A hash of the full sha256 digests of a model folder's weight, config and tokenizer files."""
-    from harness.digests import file_digest
+    from harness.digests import file_digest, known_digest
 
     digest = hashlib.sha256()
     files = sorted(
@@ -93,6 +96,13 @@ def fingerprint_files(folder: Path) -> str:
     )
     if not files:
         raise HarnessError(f"{folder}: no weight or config files to fingerprint")
+    new = [p for p in files if known_digest(p) is None]
+    size = sum(p.stat().st_size for p in new)
+    if size > 64 << 20:
+        log.info(
+            f"hashing {len(new)} files of {folder} ({size / 1e9:.2f} GB, sha256 of every byte) "
+            "for the results cache key; once per file version"
+        )
     for path in files:
         digest.update(f"{path.relative_to(folder).as_posix()}:{file_digest(path)}\n".encode())
     return digest.hexdigest()[:16]
