@@ -30,7 +30,8 @@ from pathlib import Path
 import torch
 
 from harness.evaluator import EvalConfig, evaluate
-from harness.models.images import expand_to_square, load_image
+from harness.media import load_image
+from harness.models.images import expand_to_square
 from harness.models.loading import load_model
 from harness.registry import default_registry
 from harness.results.store import ResultsStore

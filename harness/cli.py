@@ -195,9 +195,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 def _store_offline_scores(
     store: Any, args: argparse.Namespace, results: list[Any], groups: dict, pred_hash: str
 ) -> str:
+    from harness.api.requests import gen_kwargs_hash
     from harness.provenance import git_commit, host, package_version
     from harness.registry import default_registry
-    from harness.requests import gen_kwargs_hash
     from harness.results.store import RunMeta
 
     fingerprint = f"predictions:{pred_hash[:16]}"
@@ -368,8 +368,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 # -- export ------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
+    from harness.api.requests import is_answer
     from harness.predictions import match_predictions, read_predictions
-    from harness.requests import is_answer
     from harness.results.export import export_task
     from harness.task import get_task
 

@@ -36,7 +36,7 @@ def _json_value(text: str) -> Any:
 
 def _gen_overrides(items: list[str] | None) -> dict[str, Any]:
     """``--gen KEY=VALUE`` flags, checked against the generation settings adapters know."""
-    from harness.requests import check_gen_kwargs
+    from harness.api.requests import check_gen_kwargs
 
     out: dict[str, Any] = {}
     for item in items or []:
@@ -331,7 +331,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from harness.quantizers.checkpoint import CheckpointError, write_checkpoint
+    from harness.quantizers.checkpoint import write_checkpoint
+    from harness.quantizers.formats.base import CheckpointError
     from harness.quantizers.runtime import compute_quantization, resolve_recipe
 
     calib_tasks = _calib_tasks(args)

@@ -32,6 +32,11 @@ class StoreError(HarnessError):
     """The results database cannot be used as asked."""
 
 
+class QuantizationError(HarnessError, ValueError):
+    """A quantization recipe, its calibration, a cached or dumped search, or a checkpoint
+    cannot be used for this model (also a ValueError, for library callers)."""
+
+
 def where(path: object, line: int | None = None, field: str | None = None) -> str:
     """Format a location prefix such as ``file.jsonl:12 (field 'label')``."""
     text = str(path)

@@ -4,7 +4,7 @@ Each batch of outputs is committed to the results store as soon as the
 adapter returns it, so a run killed at any point loses at most the batch in
 flight; starting it again reuses every stored output (same model fingerprint,
 task hash, doc id and generation kwargs) and generates only the rest. A
-request the adapter could not run (:class:`~harness.requests.Failure`, e.g.
+request the adapter could not run (:class:`~harness.api.requests.Failure`, e.g.
 an unreadable image) is stored as a failure: it is scored as a document
 without an answer, reported, and generated again by the next run. When the
 results DB fails part-way (a damaged or read-only file), the loop goes on in
@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.api.model import VisionLanguageModel
+from harness.api.requests import Failure, Request, check_gen_kwargs, gen_kwargs_hash
 from harness.errors import DataFileError, HarnessError, StoreError
 from harness.judge import Judge
-from harness.models.base import VisionLanguageModel
 from harness.progress import progress_bar
 from harness.provenance import git_commit, host, package_version
 from harness.registry import default_registry
-from harness.requests import Failure, Request, check_gen_kwargs, gen_kwargs_hash
 from harness.results.store import ResultsStore, RunMeta
 from harness.scoring import group_metrics, score_outputs
 from harness.stats import DEFAULT_BOOTSTRAP
@@ -167,18 +167,6 @@ def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str | N
     tmp.replace(path)
 
 
-def model_prompt(model: VisionLanguageModel, request: Request) -> str:
-    """The prompt exactly as the adapter gives it to its tokenizer (chat template, system
-    text and media placeholders), or the task's text when the adapter cannot say."""
-    render = getattr(model, "rendered_prompt", None)
-    if render is None:
-        return request.prompt
-    try:
-        return str(render(request))
-    except NotImplementedError:
-        return request.prompt
-
-
 def _check_outputs(model: VisionLanguageModel, batch: Sequence[Request], outputs: Any) -> None:
     if not isinstance(outputs, list | tuple) or len(outputs) != len(batch):
         count = len(outputs) if isinstance(outputs, list | tuple) else type(outputs).__name__
@@ -259,7 +247,7 @@ def evaluate(
         prepared = prepare(task_names, config, model.family)
     limited = prepared.limited
     fingerprint = model.fingerprint()
-    settings = model.settings() if hasattr(model, "settings") else {}
+    settings = model.settings()
 
     record = _Recorder(store)
     run_id = None
@@ -315,9 +303,7 @@ def evaluate(
             reused[task.name] = len(outputs)
             failed: dict[str, str] = {}
             pending = [r for r in requests if r.doc_id not in outputs]
-            sort_key = getattr(model, "sort_key", None)
-            if sort_key is not None:
-                pending.sort(key=sort_key)  # stable: ties keep document order
+            pending.sort(key=model.sort_key)  # stable: ties keep document order
             generated[task.name] = len(pending)
             writer = _OutputWriter(
                 record, (fingerprint, task.name, task_hash, gen_hash), config.commit_seconds
@@ -329,7 +315,7 @@ def evaluate(
                         _check_outputs(model, batch, texts)
                         rows = []
                         for r, out in zip(batch, texts, strict=True):
-                            prompt = model_prompt(model, r)
+                            prompt = model.rendered_prompt(r)
                             if isinstance(out, Failure):
                                 failed[r.doc_id] = out.error
                                 rows.append((r.doc_id, prompt, None, out.error))
@@ -357,7 +343,7 @@ def evaluate(
                 seconds=seconds[task.name],
             )
             if config.log_samples is not None:
-                prompts = {r.doc_id: model_prompt(model, r) for r in requests}
+                prompts = {r.doc_id: model.rendered_prompt(r) for r in requests}
                 write_sample_log(config.log_samples / f"{task.name}.jsonl", score, prompts)
             scores[task.name] = score
         groups = _groups(task_names, scores)

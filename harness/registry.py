@@ -7,6 +7,7 @@ not a task by itself. Tags on tasks act as groups too.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,15 +16,18 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.config import GroupConfig, TaskConfig
+from harness.api.config import GroupConfig, TaskConfig
 from harness.errors import TaskConfigError
 from harness.hooks import TaskYamlLoader
 
 
 def _tasks_dir() -> Path:
-    import harness.tasks
-
-    return Path(harness.tasks.__file__).resolve().parent
+    """The folder of the ``harness.tasks`` package, found without importing it (its modules
+    import the registry)."""
+    spec = importlib.util.find_spec("harness.tasks")
+    if spec is None or spec.origin is None:  # pragma: no cover - a broken install
+        raise TaskConfigError("the harness.tasks package is not installed")
+    return Path(spec.origin).resolve().parent
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

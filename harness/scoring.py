@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.config import GroupConfig
+from harness.api.config import GroupConfig
 from harness.errors import PredictionsError
 from harness.judge import Judge
 from harness.predictions import MatchResult, Prediction, pair_predictions, read_predictions

@@ -1,8 +1,8 @@
 """A runnable task: documents from data files, requests for the model, scores from outputs.
 
-:class:`Task` wraps a validated :class:`~harness.config.TaskConfig` and calls
+:class:`Task` wraps a validated :class:`~harness.api.config.TaskConfig` and calls
 its hooks. It knows nothing about models or the results database: it turns
-documents into :class:`~harness.requests.Request` objects, and raw outputs
+documents into :class:`~harness.api.requests.Request` objects, and raw outputs
 into a :class:`TaskScore`.
 """
 
@@ -19,12 +19,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from harness.config import TaskConfig
+from harness.api.config import TaskConfig
+from harness.api.requests import Request, is_answer
 from harness.datafiles import file_sha256, find_data_dir, find_data_file
 from harness.errors import DataFileError, HarnessError, TaskConfigError
 from harness.hooks import Hook, resolve_hook
 from harness.judge import Judge
-from harness.requests import Request, is_answer
 from harness.stats import DEFAULT_BOOTSTRAP, bootstrap_ci, with_units
 
 Doc = dict[str, Any]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.quantizers.result import QuantizedWeight
+from harness.quantized import QuantizedWeight
 
 BITS = 4
 PACK = 32 // BITS  # codes per int32 word

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.quantizers.result import QuantizedWeight
+from harness.quantized import QuantizedWeight
 
 from .awq_layout import PACK, check_awq_tensors, pack_awq, unpack_awq
 from .fallback import awq_matmul_torch, dequantize_awq

@@ -5,7 +5,7 @@ A family adapter only says how a batch of requests becomes model inputs
 processor with left padding). This base class sorts, batches, moves tensors,
 calls ``generate`` with the KV cache, cuts the prompt off and decodes, and
 answers a request whose visuals cannot be read with a
-:class:`~harness.requests.Failure` (stored as a failure and retried on the
+:class:`~harness.api.requests.Failure` (stored as a failure and retried on the
 next run, never scored) instead of failing the run.
 
 The adapter's fingerprint, the key of its cached outputs, hashes every byte
@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
+from harness.api.model import VisionLanguageModel
+from harness.api.requests import Failure, Output, Request
 from harness.errors import DataFileError, HarnessError
-from harness.requests import Failure, Output, Request
 
 log = logging.getLogger("harness.models")
 
@@ -180,7 +181,7 @@ def generation_args(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
-class HFAdapter:
+class HFAdapter(VisionLanguageModel):
     """Base class: subclasses set ``family`` and implement :meth:`encode`."""
 
     family = "hf"
@@ -232,11 +233,6 @@ class HFAdapter:
 
     def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> Mapping[str, Any]:
         """Processor outputs (left padded) for a batch whose visuals have been loaded."""
-        raise NotImplementedError
-
-    def rendered_prompt(self, request: Request) -> str:
-        """The prompt text the tokenizer gets for ``request`` (chat template, system text,
-        media placeholders before expansion); what ``--log-samples`` records."""
         raise NotImplementedError
 
     def sort_key(self, request: Request) -> tuple[int, int]:

@@ -1,30 +1,10 @@
-"""Loading visuals (paths, encoded bytes, PIL images) and LLaVA's pad-to-square step."""
+"""LLaVA's pad-to-square step (reading visuals is :mod:`harness.media`)."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from PIL import Image
-
-from harness.errors import DataFileError
-
-
-def load_image(item: Any) -> Image.Image:
-    """An RGB PIL image from a path, encoded bytes, or a PIL image."""
-    if isinstance(item, Image.Image):
-        return item.convert("RGB")
-    try:
-        if isinstance(item, bytes | bytearray):
-            with Image.open(io.BytesIO(item)) as img:
-                return img.convert("RGB")
-        with Image.open(Path(item)) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError) as exc:
-        shown = f"<{len(item)} bytes>" if isinstance(item, bytes | bytearray) else str(item)
-        raise DataFileError(f"cannot read image {shown}: {exc}") from exc
 
 
 def expand_to_square(img: Image.Image, mean: Sequence[float]) -> Image.Image:

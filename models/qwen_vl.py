@@ -4,7 +4,7 @@ The prompt is the checkpoint's own chat template (system turn, one user turn
 holding the images / videos followed by the text, ``add_generation_prompt``).
 Images go through the Qwen2-VL image processor (dynamic resolution bounded by
 ``min_pixels`` / ``max_pixels``); a video is ``num_frames`` frames sampled
-uniformly with :func:`harness.models.video.sample_frames`, handed to the video
+uniformly with :func:`harness.media.sample_frames`, handed to the video
 processor as one clip (with its sampled frame rate, which Qwen2.5-VL's
 temporal position ids use).
 
@@ -28,12 +28,11 @@ from typing import Any
 
 import torch
 
+from harness.api.requests import Request
 from harness.errors import DataFileError, HarnessError
+from harness.media import frame_indices, is_video, load_image, sample_frames
 from harness.models.hf_adapter import HFAdapter, fingerprint_files
-from harness.models.images import load_image
 from harness.models.registry import ModelEntry
-from harness.models.video import frame_indices, is_video, sample_frames
-from harness.requests import Request
 
 DEFAULT_FRAMES = 8
 

@@ -57,8 +57,9 @@ ENTRIES: list[ModelEntry] = [
         {
             "image_aspect": "pad",
             "num_frames": 4,
-            "calibration_texts": "toy-world",
-            "calibration_images": "toy-world",
+            # hooks (inside harness.tasks) giving the model's own calibration data
+            "calibration_texts": "toy.training.calibration_texts",
+            "calibration_images": "toy.training.calibration_images",
         },
         "LLaVA-architecture model trained by `harness train` on the synthetic world (ships in the repo)",
     ),

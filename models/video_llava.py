@@ -37,13 +37,13 @@ from typing import Any
 
 import torch
 
+from harness.api.requests import Request
 from harness.errors import HarnessError
+from harness.media import is_video, load_image, sample_frames
 from harness.models.chat import get_template
 from harness.models.hf_adapter import HFAdapter, fingerprint_files
-from harness.models.images import expand_to_square, load_image
+from harness.models.images import expand_to_square
 from harness.models.registry import ModelEntry
-from harness.models.video import is_video, sample_frames
-from harness.requests import Request
 
 log = logging.getLogger(__name__)
 

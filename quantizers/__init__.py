@@ -12,6 +12,7 @@ if __name__ != "harness.quantizers":  # imported as the bare `quantizers` from a
 
     defer_to_installed(__name__, __file__)
 
+from harness.quantized import QuantizedModel, QuantizedWeight
 from harness.quantizers.apply import (
     apply_fake_quant,
     load_quantized,
@@ -23,7 +24,6 @@ from harness.quantizers.calibration import CalibrationError, builtin_texts, text
 from harness.quantizers.group_quant import fake_quantize, quantize_weight
 from harness.quantizers.modules import find_parts, select_linears
 from harness.quantizers.recipe import QuantRecipe, RecipeError, parse_recipe
-from harness.quantizers.result import QuantizedModel, QuantizedWeight
 
 __all__ = [
     "CalibrationError",

@@ -28,9 +28,9 @@ import torch
 from safetensors import SafetensorError
 from torch import nn
 
-from harness.quantizers import awq as awq_mod
-from harness.quantizers import gptq as gptq_mod
-from harness.quantizers import signround as signround_mod
+from harness.errors import QuantizationError
+from harness.quantized import QuantizedModel, QuantizedWeight
+from harness.quantizers.algorithms import ALGORITHMS
 from harness.quantizers.calibration import (
     CalibrationError,
     CalibrationSet,
@@ -40,10 +40,10 @@ from harness.quantizers.calibration import (
     run_layer,
     text_calibration,
 )
+from harness.quantizers.layer import LayerInputs, LayerResult
 from harness.quantizers.modules import find_parts, select_for_recipe
 from harness.quantizers.recipe import QuantRecipe, parse_recipe
-from harness.quantizers.result import QuantizedModel, QuantizedWeight
-from harness.quantizers.rtn import rtn_layer, rtn_linear
+from harness.quantizers.rtn import rtn_linear
 
 CACHE_FORMAT = 1
 WEIGHTS_FILE = "quantized.safetensors"
@@ -132,7 +132,12 @@ def quantize_model(
                 say(f"quant cache {cache_path} is unreadable ({unreadable}); searching again")
             else:
                 if qmodel.recipe != recipe.to_dict():
-                    raise RuntimeError(f"quant cache {cache_path} holds a different recipe")
+                    held = qmodel.recipe.get("method"), qmodel.recipe.get("bits")
+                    raise QuantizationError(
+                        f"quant cache {cache_path} holds another recipe ({held[0]} w{held[1]}, "
+                        f"not {recipe.name}): a stale or foreign entry; delete it or pass "
+                        "another --quant-cache"
+                    )
                 qmodel.stats["cache"] = "hit"
                 qmodel.stats["cache_path"] = str(cache_path)
                 return qmodel
@@ -163,7 +168,7 @@ def _set_weights(layer: nn.Module, qweights: dict[str, QuantizedWeight]) -> None
             lin.bias.copy_(qw.bias.to(lin.bias.dtype).to(lin.bias.device))
 
 
-class RecipeDoesNotFit(ValueError):
+class RecipeDoesNotFit(QuantizationError):
     """The recipe cannot quantize this model as its name says (the message says why)."""
 
 
@@ -215,7 +220,7 @@ def _quantize(model, recipe, calib_inputs, tokenizer, texts, log) -> QuantizedMo
     decoder = {n for n in quantize if selection.category[n] == "decoder"}
     extra = [n for n in quantize if n not in decoder]
 
-    if recipe.method == "rtn" or not decoder:
+    if not ALGORITHMS[recipe.method].needs_calibration or not decoder:
         for n in quantize:
             weights[n] = rtn_linear(
                 model.get_submodule(n), recipe.bits, recipe.group_size, recipe.symmetric
@@ -239,23 +244,17 @@ def _quantize(model, recipe, calib_inputs, tokenizer, texts, log) -> QuantizedMo
             fp_out = run_layer(work, fp_in, kwargs_list)
             for i, t in enumerate(fp_out):
                 check_finite(t, f"output of {layer_name} (calibration batch {i})")
-            info: dict[str, Any] = {}
-            layer_mod: dict[str, torch.Tensor] = {}
-            if not targets:
-                qw = {}
-            elif recipe.method == "awq":
-                qw, layer_mod, info = awq_mod.awq_layer(work, targets, fp_in, kwargs_list, recipe)
-            elif recipe.method == "gptq":
-                qw, info = gptq_mod.gptq_layer(work, targets, q_in, kwargs_list, recipe)
-            elif recipe.method == "autoround":
-                qw, info = signround_mod.signround_layer(
-                    work, targets, q_in, fp_out, kwargs_list, recipe
-                )
-            else:  # pragma: no cover - recipe validation rejects other methods
-                qw = rtn_layer(work, targets, recipe)
+            algorithm = ALGORITHMS[recipe.method]
+            inputs = LayerInputs(fp_in, q_in, fp_out, kwargs_list)
+            result = (
+                algorithm.quantize_layer(work, targets, inputs, recipe)
+                if targets
+                else LayerResult({})
+            )
+            qw, layer_mod, info = result.weights, result.modified, dict(result.info)
             _set_weights(work, qw)
             on_fp = run_layer(work, fp_in, kwargs_list)  # the quantized layer on FP inputs
-            if recipe.method in ("gptq", "autoround"):  # the next layer sees quantized outputs
+            if algorithm.propagates_quantized:  # the next layer sees quantized outputs
                 q_out = on_fp if q_in is fp_in else run_layer(work, q_in, kwargs_list)
                 for i, t in enumerate(q_out):
                     check_finite(t, f"output of quantized {layer_name} (calibration batch {i})")
@@ -360,7 +359,7 @@ def save_quantized(qmodel: QuantizedModel, directory: str | Path) -> Path:
     return directory
 
 
-class UnreadableQuantizedError(ValueError):
+class UnreadableQuantizedError(QuantizationError):
     """A saved quantization result that cannot be read (missing, truncated or garbled)."""
 
 

@@ -29,8 +29,8 @@ from torch.func import functional_call
 
 from harness.quantizers.calibration import capture_module_io, layer_output
 from harness.quantizers.group_quant import fake_quantize, quantize_weight
+from harness.quantizers.layer import LayerInputs, LayerResult
 from harness.quantizers.modules import ScaleGroup, llama_scale_groups
-from harness.quantizers.result import QuantizedWeight
 
 NO_CLIP_KINDS = ("attn_in",)
 
@@ -152,18 +152,13 @@ def search_clip(w: torch.Tensor, x: torch.Tensor, recipe) -> torch.Tensor:
 
 
 @torch.no_grad()
-def awq_layer(
-    layer: nn.Module,
-    targets: Sequence[str],
-    hidden: Sequence[torch.Tensor],
-    kwargs_list: Sequence[dict[str, Any]],
-    recipe,
-) -> tuple[dict[str, QuantizedWeight], dict[str, torch.Tensor], dict[str, Any]]:
+def awq_layer(layer: nn.Module, targets: Sequence[str], inputs: LayerInputs, recipe) -> LayerResult:
     """Scale, fold, clip and quantize ``targets`` of one fp32 decoder layer (modified in place).
 
-    Returns (quantized weights by relative name, modified non-quantized parameters by
-    relative name -- the folded norms --, info).
+    AWQ searches on the full-precision inputs. The result's ``modified`` holds the changed
+    non-quantized parameters by relative name (the folded norms).
     """
+    hidden, kwargs_list = inputs.fp_inputs, inputs.kwargs
     target_set = set(targets)
     groups = llama_scale_groups(layer) or []
     info: dict[str, Any] = {"groups": {}}
@@ -210,4 +205,4 @@ def awq_layer(
             clip=clips.get(n),
             bias=lin.bias,
         )
-    return out, modified, info
+    return LayerResult(out, modified, info)

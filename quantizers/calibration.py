@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.errors import QuantizationError
+
 _WORDS = (
     "the of and to in a is that for it as was with be by on not he this are or his from "
     "at which but have an they you were her she there been one all we their has would when "
@@ -37,7 +39,7 @@ _WORDS = (
 ).split()
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(QuantizationError):
     """Bad calibration data or non-finite activations (the message names the layer)."""
 
 

@@ -8,9 +8,10 @@ aspect-ratio step and processor. Two sources:
   ``calib_samples`` documents drawn with the recipe's seed, spread evenly over
   the tasks. Calibrate on a split you do not report (a train split, or another
   benchmark), as AWQ and GPTQ calibrate on text the evaluation never reads;
-* a toy model (registry option ``calibration_images: toy-world``): scenes and
-  questions from the *training* part of the synthetic world, never an
-  evaluation scene.
+* the model's own source (registry option ``calibration_images``, a hook
+  inside ``harness.tasks`` returning ``(request, images)`` pairs): for toy-llava
+  the scenes and questions of the *training* part of the synthetic world, never
+  an evaluation scene.
 
 Each sample is its own forward call, so no padding enters the statistics.
 """
@@ -18,17 +19,15 @@ Each sample is its own forward call, so no padding enters the statistics.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.api.requests import Request
 from harness.errors import HarnessError
 from harness.quantizers.recipe import QuantRecipe
-from harness.requests import Request
-
-TOY_WORLD = "toy-world"
 
 
 def _draw(pools: Sequence[Sequence[Any]], n: int, seed: int) -> list[Any]:
@@ -43,6 +42,19 @@ def _draw(pools: Sequence[Sequence[Any]], n: int, seed: int) -> list[Any]:
                 out.append(pool[depth])
         depth += 1
     return out
+
+
+def calibration_hook(adapter: Any, option: str) -> Callable[..., Any] | None:
+    """The registry entry's own calibration source for ``option`` (``calibration_texts`` /
+    ``calibration_images``): a hook inside ``harness.tasks``, e.g. a toy model's training
+    world; None when the entry names none (then the built-in texts, or --calib-tasks)."""
+    entry = getattr(adapter, "entry", None)
+    path = (entry.options if entry is not None else {}).get(option)
+    if path is None:
+        return None
+    from harness.hooks import resolve_hook
+
+    return resolve_hook(str(path), f"model {entry.name}", option)
 
 
 def task_requests(
@@ -71,18 +83,6 @@ def task_requests(
     return requests
 
 
-def toy_world_samples(n: int, seed: int, frames: int) -> list[tuple[Request, list[Any]]]:
-    """Training-world questions with their images (video samples: ``frames`` frames)."""
-    from harness.tasks.toy.training import training_samples
-
-    samples = training_samples("instruct", n, seed=10_000 + seed, frames=frames)
-    return [
-        (Request("calibration", str(i), s.prompt), list(s.images))
-        for i, s in enumerate(samples)
-        if s.images
-    ]
-
-
 def image_text_inputs(
     adapter: Any,
     recipe: QuantRecipe,
@@ -93,14 +93,15 @@ def image_text_inputs(
     """One model-input dict per calibration sample (``recipe.calib_samples`` of them)."""
     entry = getattr(adapter, "entry", None)
     options = entry.options if entry is not None else {}
+    own = calibration_hook(adapter, "calibration_images")
     n = recipe.calib_samples
     if recipe.calib_tasks:
         requests = task_requests(
             adapter, recipe.calib_tasks, n, recipe.seed, data_root=data_root, data_files=data_files
         )
         pairs = [(r, adapter.load_visuals(r)) for r in requests]
-    elif options.get("calibration_images") == TOY_WORLD:
-        pairs = toy_world_samples(n, recipe.seed, int(options.get("num_frames", 8)))
+    elif own is not None:
+        pairs = own(n, recipe.seed, int(options.get("num_frames", 8)))
     else:
         raise HarnessError(
             f"--quant {recipe.name}: image+text calibration needs --calib-tasks TASK[,TASK] "

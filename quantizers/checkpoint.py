@@ -31,92 +31,24 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from harness.quantizers.result import QuantizedModel, QuantizedWeight
-
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-HARNESS_META = "harness_quant.json"
-META_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """The quantized model cannot be written in the requested format."""
-
-
-@dataclass(frozen=True)
-class Scheme:
-    """What every quantized layer shares: the formats' configs describe one scheme."""
-
-    bits: int
-    group_size: int
-    symmetric: bool
-
-
-@dataclass
-class WriteContext:
-    """Everything a format needs to build its ``quantization_config``."""
-
-    model: nn.Module
-    qmodel: QuantizedModel
-    scheme: Scheme
-    quantized: list[str]  # full names of the quantized Linear layers
-    unquantized: list[str]  # full names of every other nn.Linear
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def unquantized_prefixes(self) -> list[str]:
-        """The unquantized Linear layers, collapsed to part names where a whole part is kept.
-
-        A vision tower, projector or lm_head none of whose Linear layers is quantized is
-        listed by its module name (``model.vision_tower``); other unquantized Linear
-        layers (e.g. one skipped inside a decoder layer) by their full name.
-        """
-        from harness.quantizers.modules import find_parts
-
-        try:
-            parts = find_parts(self.model)
-            candidates = [*parts.vision_towers, *parts.projectors]
-            if parts.lm_head:
-                candidates.append(parts.lm_head)
-        except Exception:  # noqa: BLE001 - an unknown tree: fall back to full names
-            candidates = []
-        quantized = set(self.quantized)
-        out: list[str] = []
-        covered: set[str] = set()
-        for prefix in candidates:
-            inside = [n for n in self.unquantized if _under(n, prefix)]
-            if inside and not any(_under(q, prefix) for q in quantized):
-                out.append(prefix)
-                covered.update(inside)
-        out += [n for n in self.unquantized if n not in covered]
-        return out
-
-
-@dataclass(frozen=True)
-class FormatWriter:
-    """One on-disk format: how to check, pack, describe and read back quantized layers."""
-
-    name: str
-    # Raise CheckpointError when the scheme / a layer cannot be stored.
-    check: Callable[[Scheme, dict[str, QuantizedWeight], dict[str, Any]], None]
-    # (module name, weight, scale dtype, options) -> {tensor name suffix: tensor}
-    pack: Callable[[str, QuantizedWeight, torch.dtype, dict[str, Any]], dict[str, torch.Tensor]]
-    config: Callable[[WriteContext], dict[str, Any]]
-    read: Callable[[str | Path], dict[str, QuantizedWeight]]
-    # None: the model's 16-bit dtype (fp16 for an fp32 model); else fixed by the format.
-    scale_dtype: torch.dtype | None = torch.float16
-    scale_dtypes: tuple[torch.dtype, ...] = (torch.float16,)
-
-
-def _under(name: str, prefix: str) -> bool:
-    return name == prefix or name.startswith(prefix + ".")
+from harness.quantized import QuantizedModel, QuantizedWeight
+from harness.quantizers.formats import get_writer
+from harness.quantizers.formats.base import (
+    CONFIG_NAME,
+    HARNESS_META,
+    META_VERSION,
+    WEIGHTS_NAME,
+    CheckpointError,
+    FormatWriter,
+    Scheme,
+    WriteContext,
+)
 
 
 def linear_names(model: nn.Module) -> list[str]:
@@ -317,8 +249,6 @@ def write_checkpoint(
     keep the model's). ``processor_or_tokenizer`` may be None. Format options go in
     ``options`` (see each format's module). Returns the folder's path.
     """
-    from harness.quantizers.formats import get_writer
-
     writer = get_writer(format)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir, overwrite)
@@ -400,93 +330,3 @@ def _replace_dir(tmp: Path, out_dir: Path, overwrite: bool) -> None:
         os.replace(old, out_dir)  # put the previous checkpoint back
         raise
     shutil.rmtree(old, ignore_errors=True)
-
-
-# -- reading back (for round-trip tests and re-use) ------------------------------------------
-
-
-def read_config(folder: str | Path) -> dict[str, Any]:
-    return json.loads((Path(folder) / CONFIG_NAME).read_text())
-
-
-def read_harness_meta(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / HARNESS_META
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def read_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    return load_file(str(Path(folder) / WEIGHTS_NAME))
-
-
-# -- dense bit-stream packing (GPTQ along K / N, compressed-tensors along K / N) ---------------
-
-
-def _to_int32(words: torch.Tensor) -> torch.Tensor:
-    """Unsigned 32-bit values held in int64 -> int32 with the same bits (two's complement)."""
-    return torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
-
-
-def pack_bits(values: torch.Tensor, bits: int, dim: int) -> torch.Tensor:
-    """Pack unsigned ``bits``-bit integers of a 2-D tensor along ``dim`` into int32 words.
-
-    A dense little-endian bit stream: element ``i`` along ``dim`` occupies bits
-    ``i*bits .. i*bits+bits-1`` of the stream, word ``w`` holding stream bits
-    ``32w .. 32w+31`` (so with 4 bits, nibble ``j`` of word ``c`` is element ``8c + j``;
-    with 3 bits, elements straddle word boundaries as in GPTQ's 3-bit layout). The
-    length along ``dim`` becomes ``ceil(length * bits / 32)`` (zero padded).
-    """
-    if values.dim() != 2 or dim not in (0, 1):
-        raise ValueError(f"expected a 2-D tensor and dim 0 or 1, got {tuple(values.shape)}, {dim}")
-    if not 1 <= bits <= 8:
-        raise ValueError(f"bits must be in 1..8, got {bits}")
-    v = values.to(torch.int64)
-    if v.numel() and (int(v.min()) < 0 or int(v.max()) >= 2**bits):
-        raise ValueError(
-            f"values must lie in 0..{2**bits - 1}, got [{int(v.min())}, {int(v.max())}]"
-        )
-    if dim == 0:
-        v = v.t()
-    rows, cols = v.shape
-    words = -(-cols * bits // 32)
-    padded = -(-cols // 32) * 32
-    if padded > cols:
-        v = torch.nn.functional.pad(v, (0, padded - cols))
-    v = v.reshape(rows, padded // 32, 32)
-    out = torch.zeros(rows, padded // 32, bits, dtype=torch.int64)
-    for i in range(32):
-        start = i * bits
-        w, off = divmod(start, 32)
-        out[:, :, w] |= (v[:, :, i] << off) & 0xFFFFFFFF
-        if off + bits > 32:
-            out[:, :, w + 1] |= v[:, :, i] >> (32 - off)
-    packed = _to_int32(out.reshape(rows, -1)[:, :words])
-    return packed.t().contiguous() if dim == 0 else packed.contiguous()
-
-
-def unpack_bits(packed: torch.Tensor, bits: int, length: int, dim: int) -> torch.Tensor:
-    """Inverse of :func:`pack_bits`: int32 words -> uint8 values, ``length`` along ``dim``."""
-    if packed.dtype != torch.int32 or packed.dim() != 2:
-        raise TypeError(f"expected a 2-D int32 tensor, got {packed.dtype} {tuple(packed.shape)}")
-    w = packed.to(torch.int64) & 0xFFFFFFFF
-    if dim == 0:
-        w = w.t()
-    rows, nwords = w.shape
-    if nwords != -(-length * bits // 32):
-        raise ValueError(
-            f"{nwords} packed words along dim {dim} do not hold {length} {bits}-bit values"
-        )
-    groups = -(-length // 32)
-    w = torch.nn.functional.pad(w, (0, groups * bits - nwords)).reshape(rows, groups, bits)
-    out = torch.zeros(rows, groups, 32, dtype=torch.int64)
-    mask = 2**bits - 1
-    for i in range(32):
-        start = i * bits
-        word, off = divmod(start, 32)
-        val = w[:, :, word] >> off
-        if off + bits > 32:
-            val = val | (w[:, :, word + 1] << (32 - off))
-        out[:, :, i] = val & mask
-    values = out.reshape(rows, groups * 32)[:, :length].to(torch.uint8)
-    return values.t().contiguous() if dim == 0 else values.contiguous()

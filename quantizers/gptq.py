@@ -12,13 +12,14 @@ block; after the block, over all later columns.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
+from harness.errors import QuantizationError
+from harness.quantized import QuantizedWeight
 from harness.quantizers.group_quant import qparams
-from harness.quantizers.result import QuantizedWeight
+from harness.quantizers.layer import LayerInputs, LayerResult
 
 
 class HessianAccumulator:
@@ -65,7 +66,10 @@ def gptq_quantize(
         L = torch.linalg.cholesky(H)
         Hinv = torch.linalg.cholesky(torch.cholesky_inverse(L), upper=True)
     except torch.linalg.LinAlgError as exc:
-        raise RuntimeError(f"GPTQ: Hessian not positive definite ({exc})") from exc
+        raise QuantizationError(
+            f"GPTQ: Hessian not positive definite ({exc}); raise the damping or use more "
+            "calibration samples"
+        ) from exc
 
     codes = torch.zeros(n_out, k, dtype=torch.float32, device=W.device)
     scales = torch.zeros(n_out, k // group_size, dtype=torch.float32, device=W.device)
@@ -105,13 +109,11 @@ def gptq_quantize(
 
 @torch.no_grad()
 def gptq_layer(
-    layer: nn.Module,
-    targets: Sequence[str],
-    hidden: Sequence[torch.Tensor],
-    kwargs_list: Sequence[dict[str, Any]],
-    recipe,
-) -> tuple[dict[str, QuantizedWeight], dict[str, Any]]:
-    """Accumulate each target Linear's Hessian from one pass of ``layer``, then quantize."""
+    layer: nn.Module, targets: Sequence[str], inputs: LayerInputs, recipe
+) -> LayerResult:
+    """Accumulate each target Linear's Hessian from one pass of ``layer`` on the inputs of the
+    model quantized so far (GPTQ's sequential order), then quantize."""
+    hidden, kwargs_list = inputs.q_inputs, inputs.kwargs
     acc: dict[str, HessianAccumulator] = {}
     handles = []
     for n in targets:
@@ -141,4 +143,4 @@ def gptq_layer(
             block_size=recipe.block_size,
             bias=lin.bias,
         )
-    return out, {"tokens": {n: a.n for n, a in acc.items()}}
+    return LayerResult(out, info={"tokens": {n: a.n for n, a in acc.items()}})

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.quantizers.result import QuantizedWeight
+from harness.quantized import QuantizedWeight
 
 _EPS = 1e-8
 

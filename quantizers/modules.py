@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from harness.errors import QuantizationError
+
 TOWER_ATTRS = (
     "vision_tower",
     "visual",
@@ -40,7 +42,7 @@ PROJECTOR_ATTRS = (
 CATEGORIES = ("decoder", "vision", "projector", "lm_head", "other")
 
 
-class ModelStructureError(RuntimeError):
+class ModelStructureError(QuantizationError):
     """The module tree has no recognisable language model / decoder layer list."""
 
 

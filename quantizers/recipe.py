@@ -29,6 +29,8 @@ import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from harness.errors import QuantizationError
+
 METHODS = ("rtn", "awq", "gptq", "autoround")
 ALIASES = {"signround": "autoround"}
 CALIB_SOURCES = ("text", "image_text")
@@ -50,7 +52,7 @@ FLAGS = {
 NUMERIC = {"n": "calib_samples", "s": "calib_seqlen", "iters": "iters"}
 
 
-class RecipeError(ValueError):
+class RecipeError(QuantizationError):
     """A recipe name or option that cannot be understood; the message names the bad part."""
 
 

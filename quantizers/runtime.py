@@ -10,7 +10,6 @@ cached outputs of the FP16 model are never reused for the INT4 one.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, Sequence
@@ -19,19 +18,17 @@ from typing import Any
 
 from torch import nn
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, QuantizationError
+from harness.quantized import QuantizedModel
 from harness.quantizers.apply import (
-    RecipeDoesNotFit,
     UnreadableQuantizedError,
     apply_fake_quant,
     load_quantized,
     quantize_model,
     save_quantized,
 )
-from harness.quantizers.calibration import CalibrationError
-from harness.quantizers.calibration_data import image_text_inputs
+from harness.quantizers.calibration_data import calibration_hook, image_text_inputs
 from harness.quantizers.recipe import QuantRecipe, RecipeError, parse_recipe
-from harness.quantizers.result import QuantizedModel
 
 PACK = 8  # AWQ GEMM packs 8 output columns per int32 word
 
@@ -44,18 +41,9 @@ def parse_quant(name: str) -> QuantRecipe:
 
 
 def calibration_texts(adapter: Any) -> Sequence[str] | None:
-    """Text calibration source: the synthetic world's texts for toy models, else built-in."""
-    entry = getattr(adapter, "entry", None)
-    if entry is not None and entry.options.get("calibration_texts") == "toy-world":
-        return _toy_world_texts()
-    return None
-
-
-@functools.cache
-def _toy_world_texts() -> tuple[str, ...]:
-    from harness.tasks.toy.training import vocabulary_texts
-
-    return tuple(sorted(set(vocabulary_texts())))
+    """Text calibration source: the registry entry's hook, else None (the built-in texts)."""
+    hook = calibration_hook(adapter, "calibration_texts")
+    return tuple(hook()) if hook is not None else None
 
 
 def fit_recipe(recipe: QuantRecipe, model: nn.Module) -> QuantRecipe:
@@ -182,7 +170,7 @@ def compute_quantization(
             fingerprint=fingerprint,
             log=log,
         )
-    except (CalibrationError, RecipeDoesNotFit) as exc:
+    except QuantizationError as exc:  # calibration, fit, an unsupported model, a stale cache
         raise HarnessError(f"--quant {recipe_name}: {exc}") from exc
     if dump is not None:
         qmodel.stats["fingerprint"] = fingerprint

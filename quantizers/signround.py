@@ -19,15 +19,15 @@ RTN) on all batches, so the result never loses to RTN on the calibration loss.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from harness.quantized import QuantizedWeight
 from harness.quantizers.calibration import layer_output
-from harness.quantizers.result import QuantizedWeight
+from harness.quantizers.layer import LayerInputs, LayerResult
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
@@ -112,14 +112,11 @@ class _Rounding:
 
 
 def signround_layer(
-    layer: nn.Module,
-    targets: Sequence[str],
-    q_inputs: Sequence[torch.Tensor],
-    fp_outputs: Sequence[torch.Tensor],
-    kwargs_list: Sequence[dict[str, Any]],
-    recipe,
-) -> tuple[dict[str, QuantizedWeight], dict[str, Any]]:
-    """Learn the rounding of ``targets`` in one fp32 decoder layer (not modified)."""
+    layer: nn.Module, targets: Sequence[str], inputs: LayerInputs, recipe
+) -> LayerResult:
+    """Learn the rounding of ``targets`` in one fp32 decoder layer (not modified), so that the
+    layer on the quantized model's inputs matches the full-precision outputs."""
+    q_inputs, fp_outputs, kwargs_list = inputs.q_inputs, inputs.fp_outputs, inputs.kwargs
     layer.requires_grad_(False)
     rounding = {
         n: _Rounding(
@@ -170,4 +167,4 @@ def signround_layer(
             r.load(init[n])
         final_loss = init_loss
     out = {n: r.result(layer.get_submodule(n).bias) for n, r in rounding.items()}
-    return out, {"init_loss": init_loss, "final_loss": final_loss, "iters": iters}
+    return LayerResult(out, info={"init_loss": init_loss, "final_loss": final_loss, "iters": iters})

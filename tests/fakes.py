@@ -8,7 +8,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.requests import Request
+from harness.api.model import VisionLanguageModel
+from harness.api.requests import Request
 
 OBJECTS = ["cat", "dog", "car", "tree", "cup", "bus", "kite", "boat", "bird", "sofa"]
 
@@ -37,7 +38,7 @@ def make_pope(root: Path, n: int = 20, split: str = "random", images: bool = Tru
     return root
 
 
-class HashModel:
+class HashModel(VisionLanguageModel):
     """Answers yes/no from a hash of the prompt: deterministic, about half right."""
 
     family = "llava"

@@ -12,14 +12,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.api.model import VisionLanguageModel
+from harness.api.requests import Request
 from harness.evaluator import EvalConfig, evaluate
-from harness.requests import Request
 from harness.results.store import ResultsStore
 
 TASK = "pope_random"
 
 
-class QuestionModel:
+class QuestionModel(VisionLanguageModel):
     """Answers from the question text alone: 'Yes' when the object's name has an odd length.
 
     ``generated`` counts the requests it answered; ``delay`` sleeps once per batch.

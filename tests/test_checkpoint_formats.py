@@ -21,17 +21,16 @@ import pytest
 import torch
 
 from harness.kernels.awq_layout import AWQ_ORDER
+from harness.quantized import pack_bits, unpack_bits
 from harness.quantizers import QuantizedModel, QuantizedWeight, builtin_texts, quantize_model
-from harness.quantizers.checkpoint import (
+from harness.quantizers.checkpoint import write_checkpoint
+from harness.quantizers.formats import WRITERS, get_writer, read_checkpoint
+from harness.quantizers.formats.base import (
     CheckpointError,
-    pack_bits,
     read_config,
     read_harness_meta,
     read_tensors,
-    unpack_bits,
-    write_checkpoint,
 )
-from harness.quantizers.formats import WRITERS, get_writer, read_checkpoint
 from harness.quantizers.recipe import parse_recipe
 from tests.tiny_models import WORDS, clip_image_processor, make_tokenizer
 

@@ -7,8 +7,8 @@ import sqlite3
 
 import pytest
 
+from harness.api.config import MetricSpec
 from harness.cli import main
-from harness.config import MetricSpec
 from harness.errors import HarnessError, StoreError
 from harness.results import gate as gate_module
 from harness.results.gate import run_gate

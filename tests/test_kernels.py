@@ -32,7 +32,7 @@ from harness.kernels import (
     unpack_awq,
     unpack_columns,
 )
-from harness.quantizers.result import QuantizedWeight
+from harness.quantized import QuantizedWeight
 
 EPS = {torch.float16: 2.0**-10, torch.bfloat16: 2.0**-7, torch.float32: 2.0**-23}
 

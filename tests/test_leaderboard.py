@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.api.config import MetricSpec
 from harness.cli import main
-from harness.config import MetricSpec
 from harness.errors import HarnessError
 from harness.results.leaderboard import build_leaderboard, plot_drops, render
 from harness.results.store import ResultsStore, RunMeta

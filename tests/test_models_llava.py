@@ -8,12 +8,12 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.api.requests import Failure, Request
 from harness.errors import HarnessError
 from harness.evaluator import EvalConfig, evaluate
 from harness.models.convert_llava import convert_state_dict, resolve_vision_tower
 from harness.models.llava import LlavaAdapter, left_pad, tokenize_with_images
 from harness.models.registry import ModelEntry, adapter_loader
-from harness.requests import Failure, Request
 from tests.fakes import make_pope
 from tests.tiny_models import (
     build_llava,

@@ -11,9 +11,9 @@ import torch
 pytest.importorskip("transformers")
 pytest.importorskip("av")
 
+from harness.api.requests import Failure, Request  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.models.registry import ModelEntry, adapter_loader  # noqa: E402
-from harness.requests import Failure, Request  # noqa: E402
 from tests import tiny_video_models as tiny  # noqa: E402
 
 GEN = {"max_new_tokens": 6}

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.api.requests import Request
 from harness.errors import HarnessError
 from harness.models.registry import ModelEntry, adapter_loader
 from harness.models.vila import (
@@ -14,7 +15,6 @@ from harness.models.vila import (
     VilaForGeneration,
     merge_2x2,
 )
-from harness.requests import Request
 from tests.tiny_models import (
     build_llava,
     build_vila_downsample,

@@ -7,12 +7,12 @@ import copy
 import pytest
 import torch
 
+from harness.api.requests import Request
 from harness.errors import HarnessError
 from harness.kernels.linear import W4A16Linear
 from harness.models.registry import ModelEntry, adapter_loader
 from harness.quantizers import apply_fake_quant, quantize_model
 from harness.quantizers.runtime import install, parse_quant, quantize_adapter
-from harness.requests import Request
 from tests.tiny_models import build_llava, write_image
 
 GEN = {"max_new_tokens": 6, "temperature": 0.0}

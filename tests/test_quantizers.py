@@ -31,6 +31,7 @@ from harness.quantizers import (
     text_calibration,
 )
 from harness.quantizers import awq as awq_mod
+from harness.quantizers.algorithms import ALGORITHMS, Algorithm
 from harness.quantizers.apply import WEIGHTS_FILE, RecipeDoesNotFit
 from harness.quantizers.calibration import CalibrationSet, layer_output
 from harness.quantizers.modules import llama_scale_groups
@@ -592,7 +593,7 @@ def test_cache_second_run_loads(llava, calib, tmp_path, monkeypatch):
     def no_search(*_a, **_k):
         raise AssertionError("searched again instead of loading the cache")
 
-    monkeypatch.setattr(awq_mod, "awq_layer", no_search)
+    monkeypatch.setitem(ALGORITHMS, "awq", Algorithm("awq", no_search))
     second = quantize_model(llava, recipe, calib, cache_dir=tmp_path, fingerprint="tiny-llava-v1")
     assert second.stats["cache"] == "hit"
     assert set(second.weights) == set(first.weights)
@@ -636,7 +637,7 @@ def test_unreadable_cache_entry_is_searched_again_and_replaced(llava, calib, tmp
 def test_save_load_roundtrip_with_bias(tmp_path):
     w = torch.randn(8, 64)
     qw = quantize_weight(w, 4, 32, bias=torch.randn(8))
-    from harness.quantizers.result import QuantizedModel
+    from harness.quantized import QuantizedModel
 
     qm = QuantizedModel({"a.b": qw}, parse_recipe("rtn-w4g32").to_dict(), ["c"], {"x": 1})
     loaded = load_quantized(save_quantized(qm, tmp_path / "q"))

@@ -14,8 +14,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.judge import JudgeReply
-from harness.models.images import load_image
-from harness.models.video import is_video, sample_frames
+from harness.media import is_video, load_image, sample_frames
 from harness.registry import default_registry
 from harness.scoring import score_outputs
 from harness.task import get_task

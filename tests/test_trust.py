@@ -18,13 +18,13 @@ import pytest
 import torch
 
 from harness import digests
+from harness.api.requests import Failure
 from harness.cli import main
 from harness.errors import HarnessError, PredictionsError
 from harness.evaluator import EvalConfig, evaluate
 from harness.models.hf_adapter import fingerprint_files
 from harness.models.loading import WEIGHTS_DIR, load_model
 from harness.registry import default_registry
-from harness.requests import Failure
 from harness.results.gate import run_gate
 from harness.results.leaderboard import build_leaderboard
 from harness.results.store import ResultsStore

@@ -1,6 +1,6 @@
 """On-disk formats for quantized checkpoints other tools load (see the spec's "On-disk formats").
 
-``WRITERS`` maps a format name to its :class:`~harness.quantizers.checkpoint.FormatWriter`:
+``WRITERS`` maps a format name to its :class:`~harness.quantizers.formats.base.FormatWriter`:
 
 * ``awq``: AWQ GEMM (AutoAWQ, vLLM ``awq``, transformers ``AwqConfig``), 4 bit only;
 * ``gptq``: GPTQ v1 (gptqmodel / optimum, vLLM ``gptq``), 2 / 3 / 4 / 8 bit;
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.quantizers.checkpoint import FormatWriter, read_config
+from harness.quantized import QuantizedWeight
 from harness.quantizers.formats import awq, compressed_tensors, gptq
-from harness.quantizers.result import QuantizedWeight
+from harness.quantizers.formats.base import FormatWriter, read_config
 
 WRITERS: dict[str, FormatWriter] = {
     "awq": awq.WRITER,

@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from harness.kernels.awq_layout import BITS, PACK, pack_awq, unpack_awq
-from harness.quantizers.checkpoint import (
+from harness.quantized import QuantizedWeight
+from harness.quantizers.formats.base import (
     CheckpointError,
     FormatWriter,
     Scheme,
@@ -27,7 +28,6 @@ from harness.quantizers.checkpoint import (
     read_harness_meta,
     read_tensors,
 )
-from harness.quantizers.result import QuantizedWeight
 
 NAME = "awq"
 

@@ -29,17 +29,15 @@ from typing import Any
 
 import torch
 
-from harness.quantizers.checkpoint import (
+from harness.quantized import QuantizedWeight, pack_bits, unpack_bits
+from harness.quantizers.formats.base import (
     CheckpointError,
     FormatWriter,
     Scheme,
     WriteContext,
-    pack_bits,
     read_config,
     read_tensors,
-    unpack_bits,
 )
-from harness.quantizers.result import QuantizedWeight
 
 NAME = "compressed-tensors"
 SUPPORTED_BITS = (4, 8)

@@ -28,18 +28,16 @@ from typing import Any
 
 import torch
 
-from harness.quantizers.checkpoint import (
+from harness.quantized import QuantizedWeight, pack_bits, unpack_bits
+from harness.quantizers.formats.base import (
     CheckpointError,
     FormatWriter,
     Scheme,
     WriteContext,
-    pack_bits,
     read_config,
     read_harness_meta,
     read_tensors,
-    unpack_bits,
 )
-from harness.quantizers.result import QuantizedWeight
 
 NAME = "gptq"
 SUPPORTED_BITS = (2, 3, 4, 8)

@@ -28,8 +28,8 @@ from typing import Any
 
 from PIL import Image
 
-from harness.models.images import load_image
-from harness.models.video import is_video, sample_frames
+from harness.api.requests import Request
+from harness.media import is_video, load_image, sample_frames
 from harness.task import Doc, Task, get_task
 from harness.tasks.common.instructions import SHORT_ANSWER
 
@@ -295,3 +295,20 @@ def vocabulary_texts() -> Iterator[str]:
     for stage in STAGES:
         for sample in _samples(stage, VOCAB_SAMPLES, VOCAB_SEED, 1, with_visuals=False):
             yield from fresh([sample.prompt, sample.answer])
+
+
+# -- calibration sources named by toy-llava's registry entry ----------------------------------
+def calibration_texts() -> list[str]:
+    """Text calibration for toy models: the world's vocabulary in sorted order."""
+    return sorted(set(vocabulary_texts()))
+
+
+def calibration_images(n: int, seed: int, frames: int) -> list[tuple[Request, list[Any]]]:
+    """Image+text calibration for toy models: training-world questions with their images
+    (video samples: ``frames`` frames), never an evaluation scene."""
+    samples = training_samples("instruct", n, seed=10_000 + seed, frames=frames)
+    return [
+        (Request("calibration", str(i), s.prompt), list(s.images))
+        for i, s in enumerate(samples)
+        if s.images
+    ]

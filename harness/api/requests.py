@@ -1,11 +1,14 @@
-"""What flows from tasks to model adapters and back: requests, failures, generation settings.
+"""What flows from tasks to model adapters and back: requests, outputs, generation settings.
 
-One :class:`Request` per document goes to the adapter; the adapter answers
-each with its raw output text, or with a :class:`Failure` when it could not
-answer (an unreadable image or video). A failure is never an answer: the
-evaluation loop stores it as a failure, scores the document as missing and
-retries it on the next run. This module imports nothing from the rest of the
-package, so every stage can import it.
+One :class:`Request` per document goes to the adapter's ``generate``; the
+adapter answers each with its raw output text, or with a :class:`Failure`
+when it could not answer (an unreadable image or video). A failure is never
+an answer: the evaluation loop stores it as a failure, scores the document as
+missing and retries it on the next run. Tasks scored by likelihood
+(``output_type: multiple_choice``) send one :class:`LoglikelihoodRequest` per
+document and choice to ``loglikelihood`` instead, answered with a
+:class:`Loglikelihood` (or a Failure). This module imports nothing from the
+rest of the package, so every stage can import it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,33 @@ class Failure:
 
 
 Output = str | Failure
+
+
+@dataclass(frozen=True)
+class LoglikelihoodRequest:
+    """A document's prompt and visuals with one candidate continuation (one choice)."""
+
+    task: str
+    doc_id: str
+    prompt: str
+    continuation: str
+    visuals: tuple[Any, ...] = ()
+
+    @property
+    def has_video(self) -> bool:
+        return any(is_video(v) for v in self.visuals)
+
+
+@dataclass(frozen=True)
+class Loglikelihood:
+    """The continuation's summed token log-probability after the prompt, and whether every
+    continuation token is the model's greedy choice (lm-evaluation-harness's pair)."""
+
+    logprob: float
+    is_greedy: bool
+
+
+LoglikelihoodOutput = Loglikelihood | Failure
 
 
 def is_answer(output: object) -> bool:

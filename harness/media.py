@@ -1,24 +1,43 @@
-"""Uniform frame sampling from video files with PyAV.
+"""Reading visuals: images (paths, encoded bytes, PIL images) and uniform video frames.
 
-``sample_frames(path, n)`` returns ``n`` RGB frames at ``linspace(0, total-1, n)``
-(integer truncation, as Video-LLaVA's loader does). Frames are counted by
-demuxing packets (no decoding) when the container does not say, and only the
-chosen frames are converted to images, so long videos cost little memory.
-A file that cannot be opened or decoded raises :class:`DataFileError`,
-which adapters turn into a per-sample error.
+Shared by the model adapters (evaluation) and the synthetic world's training
+data, so neither imports the other. ``sample_frames(path, n)`` returns ``n``
+RGB frames at ``linspace(0, total-1, n)`` (integer truncation, as
+Video-LLaVA's loader does). Frames are counted by demuxing packets (no
+decoding) when the container does not say, and only the chosen frames are
+converted to images, so long videos cost little memory. A file that cannot be
+read raises :class:`~harness.errors.DataFileError`, which adapters turn into a
+per-sample failure.
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from harness.api.requests import VIDEO_SUFFIXES, is_video
 from harness.errors import DataFileError
-from harness.requests import VIDEO_SUFFIXES, is_video
 
-__all__ = ["VIDEO_SUFFIXES", "frame_indices", "is_video", "sample_frames"]
+__all__ = ["VIDEO_SUFFIXES", "frame_indices", "is_video", "load_image", "sample_frames"]
+
+
+def load_image(item: Any) -> Image.Image:
+    """An RGB PIL image from a path, encoded bytes, or a PIL image."""
+    if isinstance(item, Image.Image):
+        return item.convert("RGB")
+    try:
+        if isinstance(item, bytes | bytearray):
+            with Image.open(io.BytesIO(item)) as img:
+                return img.convert("RGB")
+        with Image.open(Path(item)) as img:
+            return img.convert("RGB")
+    except (OSError, ValueError) as exc:
+        shown = f"<{len(item)} bytes>" if isinstance(item, bytes | bytearray) else str(item)
+        raise DataFileError(f"cannot read image {shown}: {exc}") from exc
 
 
 def frame_indices(total: int, n: int) -> list[int]:

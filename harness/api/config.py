@@ -11,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from harness.api.requests import check_gen_kwargs
 from harness.hooks import Hook
-from harness.requests import check_gen_kwargs
 
 
 class _Strict(BaseModel):
