@@ -18,11 +18,20 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from harness.api.model import VisionLanguageModel
-from harness.api.requests import Failure, Request, check_gen_kwargs, gen_kwargs_hash
+from harness.api.requests import (
+    Failure,
+    Loglikelihood,
+    LoglikelihoodOutput,
+    LoglikelihoodRequest,
+    Request,
+    check_gen_kwargs,
+    gen_kwargs_hash,
+)
 from harness.errors import DataFileError, HarnessError, StoreError
 from harness.judge import Judge
 from harness.progress import progress_bar
@@ -104,10 +113,10 @@ class _OutputWriter:
         self.record = record
         self.key = key  # (model fingerprint, task, task hash, generation hash)
         self.every_s = every_s
-        self.unsaved: list[tuple[str, str, str | None, str | None]] = []
+        self.unsaved: list[tuple[Any, ...]] = []
         self.last_commit = time.monotonic()
 
-    def add(self, rows: list[tuple[str, str, str | None, str | None]]) -> None:
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
         self.unsaved += rows
         if time.monotonic() - self.last_commit >= self.every_s:
             self.commit()
@@ -167,15 +176,17 @@ def write_sample_log(path: Path, score: TaskScore, prompts: Mapping[str, str | N
     tmp.replace(path)
 
 
-def _check_outputs(model: VisionLanguageModel, batch: Sequence[Request], outputs: Any) -> None:
+def _check_outputs(
+    model: VisionLanguageModel, batch: Sequence[Any], outputs: Any, kinds: Any
+) -> None:
     if not isinstance(outputs, list | tuple) or len(outputs) != len(batch):
         count = len(outputs) if isinstance(outputs, list | tuple) else type(outputs).__name__
         raise HarnessError(f"model {model.name} returned {count} outputs for {len(batch)} requests")
     for request, out in zip(batch, outputs, strict=True):
-        if not isinstance(out, str | Failure):
+        if not isinstance(out, kinds):
             raise HarnessError(
                 f"model {model.name} answered {request.task} {request.doc_id!r} with a "
-                f"{type(out).__name__}; expected text or a Failure"
+                f"{type(out).__name__}; expected {kinds}"
             )
 
 
@@ -229,6 +240,77 @@ def prepare(
     return Prepared(names, family, prepared, limited)
 
 
+def _generate(
+    model: VisionLanguageModel,
+    pending: Sequence[Request],
+    batch_size: int,
+    writer: _OutputWriter,
+    outputs: dict[str, str],
+    failed: dict[str, str],
+    advance: Any,
+) -> None:
+    """Generate the pending requests batch by batch; each batch's rows go to the writer."""
+    for batch in _batches(pending, batch_size):
+        texts = model.generate(batch)
+        _check_outputs(model, batch, texts, str | Failure)
+        rows = []
+        for r, out in zip(batch, texts, strict=True):
+            prompt = model.rendered_prompt(r)
+            if isinstance(out, Failure):
+                failed[r.doc_id] = out.error
+                rows.append((r.doc_id, prompt, None, out.error))
+            else:
+                outputs[r.doc_id] = out
+                rows.append((r.doc_id, prompt, out, None))
+        writer.add(rows)
+        advance(len(batch))
+
+
+def _choose(
+    model: VisionLanguageModel,
+    pending: Sequence[LoglikelihoodRequest],
+    batch_size: int,
+    writer: _OutputWriter,
+    outputs: dict[str, str],
+    failed: dict[str, str],
+    advance: Any,
+    delimiter: str = " ",
+) -> None:
+    """Score every choice of the pending documents by likelihood, batch by batch. A document
+    whose choices are all scored gets its likeliest choice (the first of equals) as its raw
+    output, with every choice's log-probability stored beside it."""
+    by_doc: dict[str, list[LoglikelihoodRequest]] = {}
+    for r in pending:
+        by_doc.setdefault(r.doc_id, []).append(r)
+    position = {id(r): k for rs in by_doc.values() for k, r in enumerate(rs)}
+    scored: dict[tuple[str, int], LoglikelihoodOutput] = {}
+    left = {d: len(rs) for d, rs in by_doc.items()}
+    for batch in _batches(pending, batch_size):
+        results = model.loglikelihood(batch)
+        _check_outputs(model, batch, results, Loglikelihood | Failure)
+        rows = []
+        for r, out in zip(batch, results, strict=True):
+            scored[(r.doc_id, position[id(r)])] = out
+            left[r.doc_id] -= 1
+            if left[r.doc_id]:
+                continue
+            choices = by_doc[r.doc_id]
+            got = [scored[(r.doc_id, k)] for k in range(len(choices))]
+            prompt = model.rendered_prompt(choices[0])
+            errors = [g.error for g in got if isinstance(g, Failure)]
+            if errors:
+                failed[r.doc_id] = errors[0]
+                rows.append((r.doc_id, prompt, None, errors[0]))
+                continue
+            logprobs = [g.logprob for g in got]
+            best = max(range(len(got)), key=lambda k: (logprobs[k], -k))
+            text = choices[best].continuation.removeprefix(delimiter)
+            outputs[r.doc_id] = text
+            rows.append((r.doc_id, prompt, text, None, logprobs))
+        writer.add(rows)
+        advance(len(batch))
+
+
 def evaluate(
     task_names: str | Sequence[str],
     model: VisionLanguageModel,
@@ -277,7 +359,15 @@ def evaluate(
         for item in prepared.tasks:
             task, docs, files, requests = item.task, item.docs, item.files, item.requests
             start = time.perf_counter()
-            gen_kwargs = requests[0].gen_kwargs if requests else {}
+            if task.multiple_choice:
+                gen_kwargs = {
+                    "output_type": "multiple_choice",
+                    "target_delimiter": task.config.target_delimiter,
+                }
+                run = partial(_choose, delimiter=task.config.target_delimiter)
+            else:
+                gen_kwargs = requests[0].gen_kwargs if requests else {}
+                run = _generate
             gen_hash = gen_kwargs_hash(gen_kwargs)
             task_hash = task.task_hash(files)
             record(
@@ -304,26 +394,13 @@ def evaluate(
             failed: dict[str, str] = {}
             pending = [r for r in requests if r.doc_id not in outputs]
             pending.sort(key=model.sort_key)  # stable: ties keep document order
-            generated[task.name] = len(pending)
+            generated[task.name] = len({r.doc_id for r in pending})
             writer = _OutputWriter(
                 record, (fingerprint, task.name, task_hash, gen_hash), config.commit_seconds
             )
             with progress_bar(f"{task.name}", len(pending), config.show_progress) as advance:
                 try:
-                    for batch in _batches(pending, max(1, config.batch_size)):
-                        texts = model.generate(batch)
-                        _check_outputs(model, batch, texts)
-                        rows = []
-                        for r, out in zip(batch, texts, strict=True):
-                            prompt = model.rendered_prompt(r)
-                            if isinstance(out, Failure):
-                                failed[r.doc_id] = out.error
-                                rows.append((r.doc_id, prompt, None, out.error))
-                            else:
-                                outputs[r.doc_id] = out
-                                rows.append((r.doc_id, prompt, out, None))
-                        writer.add(rows)
-                        advance(len(batch))
+                    run(model, pending, max(1, config.batch_size), writer, outputs, failed, advance)
                 finally:
                     writer.commit()  # what was generated survives an error or Ctrl-C too
             task_judge = judge.get(task.name) if isinstance(judge, Mapping) else judge

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from harness.api.config import TaskConfig
-from harness.api.requests import Request, is_answer
+from harness.api.requests import LoglikelihoodRequest, Request, is_answer
 from harness.datafiles import file_sha256, find_data_dir, find_data_file
 from harness.errors import DataFileError, HarnessError, TaskConfigError
 from harness.hooks import Hook, resolve_hook
@@ -152,6 +152,7 @@ class Task:
         self._visual = self._field_or_hook("doc_to_visual", config.doc_to_visual)
         self._text = self._field_or_hook("doc_to_text", config.doc_to_text, template=True)
         self._target = self._field_or_hook("doc_to_target", config.doc_to_target)
+        self._choices = self._field_or_hook("doc_to_choice", config.doc_to_choice)
 
     # -- hooks -----------------------------------------------------------------
     def _hook(self, field_name: str, hook: Hook) -> Any:
@@ -286,13 +287,45 @@ class Task:
     def target(self, doc: Doc) -> Any:
         return None if self._target is None else self._target(doc, self.options)
 
+    @property
+    def multiple_choice(self) -> bool:
+        return self.config.output_type == "multiple_choice"
+
+    def choices(self, doc: Doc) -> list[str]:
+        """The texts a multiple_choice task scores by likelihood for ``doc``."""
+        value = self._choices(doc, self.options) if self._choices is not None else None
+        if (
+            not isinstance(value, list | tuple)
+            or not value
+            or not all(isinstance(c, str) and c for c in value)
+        ):
+            raise TaskConfigError(
+                f"{self.source}: field 'doc_to_choice': expected a non-empty list of texts for "
+                f"document {doc['doc_id']!r}, got {value!r}"
+            )
+        return list(value)
+
     def build_requests(
         self,
         docs: list[Doc],
         data_root: Path | None,
         family: str | None = None,
         gen_kwargs: Mapping[str, Any] | None = None,
-    ) -> list[Request]:
+    ) -> list[Request] | list[LoglikelihoodRequest]:
+        """One generation request per document, or (multiple_choice) one likelihood request
+        per document and choice, the choices of a document next to each other."""
+        if self.multiple_choice:
+            return [
+                LoglikelihoodRequest(
+                    task=self.name,
+                    doc_id=doc["doc_id"],
+                    prompt=self.prompt(doc, family),
+                    continuation=self.config.target_delimiter + choice,
+                    visuals=self.visuals(doc, data_root),
+                )
+                for doc in docs
+                for choice in self.choices(doc)
+            ]
         kwargs = {**self.config.generation_kwargs, **(gen_kwargs or {})}
         return [
             Request(
@@ -319,6 +352,12 @@ class Task:
             "prompt_variants": c.prompt_variants,
             "options": c.options,
         }
+        if c.output_type != "generate_until":  # left out otherwise: older hashes hold
+            payload.update(
+                output_type=c.output_type,
+                doc_to_choice=str(c.doc_to_choice),
+                target_delimiter=c.target_delimiter,
+            )
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

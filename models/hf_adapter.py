@@ -27,7 +27,14 @@ from typing import Any
 import torch
 
 from harness.api.model import VisionLanguageModel
-from harness.api.requests import Failure, Output, Request
+from harness.api.requests import (
+    Failure,
+    Loglikelihood,
+    LoglikelihoodOutput,
+    LoglikelihoodRequest,
+    Output,
+    Request,
+)
 from harness.errors import DataFileError, HarnessError
 
 log = logging.getLogger("harness.models")
@@ -231,11 +238,18 @@ class HFAdapter(VisionLanguageModel):
         """Read the request's visuals (raise DataFileError when unreadable)."""
         raise NotImplementedError
 
-    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> Mapping[str, Any]:
-        """Processor outputs (left padded) for a batch whose visuals have been loaded."""
+    def encode(
+        self,
+        requests: Sequence[Request | LoglikelihoodRequest],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> Mapping[str, Any]:
+        """Processor outputs (left padded) for a batch whose visuals have been loaded; with
+        ``continuations``, each prompt (chat template and generation prompt applied) is
+        followed by its continuation text, as likelihood scoring needs."""
         raise NotImplementedError
 
-    def sort_key(self, request: Request) -> tuple[int, int]:
+    def sort_key(self, request: Request | LoglikelihoodRequest) -> tuple[int, int]:
         """Longest first (the evaluator batches in this order), so padding stays small."""
         return (-len(request.visuals), -len(request.prompt))
 
@@ -259,9 +273,69 @@ class HFAdapter(VisionLanguageModel):
         assert all(o is not None for o in outputs)
         return outputs  # type: ignore[return-value]
 
-    def model_inputs(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+    # -- likelihood ---------------------------------------------------------------
+    # Whether forward() needs left-padding-aware position ids from us (Llama-style decoders
+    # count positions from 0 at the pad; Qwen2-VL and VILA's wrapper compute their own).
+    pass_position_ids = True
+
+    @torch.inference_mode()
+    def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[LoglikelihoodOutput]:
+        """Summed log-probability of each continuation after its prompt, in one forward pass
+        per batch (left padded, positions counted from each row's first token, so a row's
+        numbers do not depend on the batch).
+
+        The continuation's tokens are the last ``len(prompt + continuation) - len(prompt)``
+        tokens of the whole text tokenized together, as lm-evaluation-harness splits them.
+        """
+        outputs: list[LoglikelihoodOutput | None] = [None] * len(requests)
+        ready: list[tuple[int, LoglikelihoodRequest, Any]] = []
+        for i, request in enumerate(requests):
+            try:
+                ready.append((i, request, self.load_visuals(request)))
+            except DataFileError as exc:
+                outputs[i] = Failure(str(exc))
+        if ready:
+            batch = [r for _, r, _ in ready]
+            visuals = [v for _, _, v in ready]
+            context = self.model_inputs(batch, visuals)
+            whole = self.model_inputs(batch, visuals, [r.continuation for r in batch])
+            added = whole["attention_mask"].sum(1) - context["attention_mask"].sum(1)
+            logits = self.forward_logits(whole)
+            width = whole["input_ids"].shape[1]
+            for row, (i, request, _) in enumerate(ready):
+                n = int(added[row])
+                if n < 1:
+                    raise HarnessError(
+                        f"model {self.name}: continuation {request.continuation!r} of "
+                        f"{request.task} {request.doc_id!r} adds no token to the prompt"
+                    )
+                targets = whole["input_ids"][row, width - n :]
+                logprobs = torch.log_softmax(logits[row, width - n - 1 : width - 1].float(), -1)
+                picked = logprobs.gather(-1, targets[:, None]).sum()
+                greedy = bool((logprobs.argmax(-1) == targets).all())
+                outputs[i] = Loglikelihood(float(picked), greedy)
+        assert all(o is not None for o in outputs)
+        return outputs  # type: ignore[return-value]
+
+    def forward_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
+        """Next-token logits ``[batch, length, vocab]`` for model inputs (left padded)."""
+        kwargs = dict(inputs)
+        if self.pass_position_ids:
+            kwargs["position_ids"] = positions_from_mask(kwargs["attention_mask"])
+        return self.model(**kwargs).logits
+
+    def model_inputs(
+        self,
+        requests: Sequence[Request | LoglikelihoodRequest],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         """:meth:`encode` on the model's device, floating tensors in the model's dtype."""
-        inputs = dict(self.encode(requests, visuals))
+        inputs = dict(
+            self.encode(requests, visuals, continuations)
+            if continuations is not None
+            else self.encode(requests, visuals)
+        )
         for key, value in inputs.items():
             if isinstance(value, torch.Tensor):
                 value = value.to(self.device)
@@ -279,6 +353,12 @@ class HFAdapter(VisionLanguageModel):
         new_tokens = out[:, inputs["input_ids"].shape[1] :]
         texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
         return [t.strip() for t in texts]
+
+
+def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Left-padding-aware position ids: each sequence starts at 0 at its first real token."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
 
 
 def image_token_check(prompt_ids: torch.Tensor, token_id: int, expected: int, where: str) -> None:

@@ -184,8 +184,15 @@ class LlavaAdapter(HFAdapter):
         prepared = [self.prepare_image(img) for img in images]
         return self.image_processor(images=prepared, return_tensors="pt")["pixel_values"]
 
-    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+    def encode(
+        self,
+        requests: Sequence[Request],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         prompts = [self.prompt(r, len(v)) for r, v in zip(requests, visuals, strict=True)]
+        if continuations is not None:
+            prompts = [p + c for p, c in zip(prompts, continuations, strict=True)]
         images = [img for v in visuals for img in v]
         tok = self.tokenizer
         if self.split_prompt:

@@ -134,8 +134,17 @@ class QwenVLAdapter(HFAdapter):
         kinds = [("video" if is_video(v) else "image", None, None) for v in request.visuals]
         return self.prompt_text(request, kinds)
 
-    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+    pass_position_ids = False  # Qwen2-VL computes its 3-D rope positions from the mask
+
+    def encode(
+        self,
+        requests: Sequence[Request],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         texts = [self.prompt_text(r, v) for r, v in zip(requests, visuals, strict=True)]
+        if continuations is not None:
+            texts = [t + c for t, c in zip(texts, continuations, strict=True)]
         images = [item for v in visuals for kind, item, _ in v if kind == "image"]
         videos = [item for v in visuals for kind, item, _ in v if kind == "video"]
         metas = [meta for v in visuals for kind, _, meta in v if kind == "video"]

@@ -94,8 +94,15 @@ class VideoLlavaAdapter(HFAdapter):
         kinds = [("video" if is_video(v) else "image", None) for v in request.visuals]
         return self.prompt(request, kinds)
 
-    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+    def encode(
+        self,
+        requests: Sequence[Request],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         texts = [self.prompt(r, v) for r, v in zip(requests, visuals, strict=True)]
+        if continuations is not None:
+            texts = [t + c for t, c in zip(texts, continuations, strict=True)]
         images = [item for v in visuals for kind, item in v if kind == "image"]
         videos = [item for v in visuals for kind, item in v if kind == "video"]
         kwargs: dict[str, Any] = {"padding": True, "return_tensors": "pt"}
@@ -218,13 +225,19 @@ class PooledVideoLlavaAdapter(HFAdapter):
             return pool_video_features(feats)
         return feats[0]
 
-    def encode(self, requests: Sequence[Request], visuals: Sequence[Any]) -> dict[str, Any]:
+    def encode(
+        self,
+        requests: Sequence[Request],
+        visuals: Sequence[Any],
+        continuations: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         texts: list[str] = []
         features: list[torch.Tensor] = []
-        for request, media in zip(requests, visuals, strict=True):
-            text = self.template.prompt(request.prompt, [IMAGE] * len(media))
+        tails = continuations if continuations is not None else [""] * len(requests)
+        for request, media, tail in zip(requests, visuals, tails, strict=True):
+            text = self.template.prompt(request.prompt, [IMAGE] * len(media)) + tail
             head, *rest = text.split(IMAGE)
             pieces = [head]
             for (kind, item), tail in zip(media, rest, strict=True):

@@ -36,6 +36,7 @@ from harness.models.convert_llava import (
     vision_config_from_folder,
     vision_state_from_folder,
 )
+from harness.models.hf_adapter import positions_from_mask
 from harness.models.llava import DEFAULT_FRAMES, LlavaAdapter, fingerprint_folders
 from harness.models.registry import ModelEntry
 
@@ -85,12 +86,6 @@ class DownsampleProjector(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
-
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Left-padding-aware position ids: each sequence starts at 0 at its first real token."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
 
 
 class VilaForGeneration(nn.Module):
@@ -333,7 +328,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> L
             "vision_select_feature": parts["select_feature"],
         }
     )
-    return LlavaAdapter(
+    adapter = LlavaAdapter(
         entry.name,
         model,
         VilaProcessor(tokenizer, image_processor),
@@ -343,3 +338,5 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> L
         info=info,
         **common,
     )
+    adapter.pass_position_ids = False  # VilaForGeneration.forward computes them
+    return adapter

@@ -236,7 +236,12 @@ def _v3(db: sqlite_utils.Database) -> None:
     db["samples"].add_column("answered", int)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    """Samples of multiple_choice tasks keep every choice's log-probability."""
+    db["samples"].add_column("choice_logprobs", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 FINISHED = ("complete", "failed", "interrupted", "killed")
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -552,15 +557,18 @@ class ResultsStore:
         task: str,
         task_hash: str,
         gen_hash: str,
-        rows: Iterable[tuple[str, str, str | None] | tuple[str, str, str | None, str | None]],
+        rows: Iterable[tuple[Any, ...]],
     ) -> int:
-        """Store ``(doc_id, prompt, raw_output[, error])`` rows in one transaction. A row with
-        an error is a failed sample: no output, never reused, retried by the next run."""
+        """Store ``(doc_id, prompt, raw_output[, error[, choice_logprobs]])`` rows in one
+        transaction. A row with an error is a failed sample: no output, never reused,
+        retried by the next run. ``choice_logprobs``: a multiple_choice task's scores of its
+        choices, in order (the raw output is the likeliest choice)."""
         now = _now()
         records = []
         for row in rows:
             doc_id, prompt, raw = row[:3]
             error = row[3] if len(row) > 3 else None
+            logprobs = row[4] if len(row) > 4 else None
             records.append(
                 {
                     "cache_key": sample_key(model_fingerprint, task_hash, doc_id, gen_hash),
@@ -572,6 +580,7 @@ class ResultsStore:
                     "prompt": prompt,
                     "raw_output": None if error is not None else raw,
                     "error": error,
+                    "choice_logprobs": None if logprobs is None else _json(list(logprobs)),
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -692,7 +701,7 @@ class ResultsStore:
             raise StoreError(f"{self.path}: run {run['run_id']} has no task {task!r}")
         rows = self.db.query(
             "select s.doc_id, s.prompt, s.raw_output, s.answer, s.parsed, s.fields, s.error, "
-            "s.answered from run_docs d join samples s on s.cache_key = d.cache_key "
+            "s.answered, s.choice_logprobs from run_docs d join samples s on s.cache_key = d.cache_key "
             "where d.run_id = ? and d.task = ? order by s.doc_id",
             [run["run_id"], task],
         )
@@ -705,6 +714,8 @@ class ResultsStore:
             if row["answered"] is None:
                 row["answered"] = row["raw_output"] is not None and row["error"] is None
             row["answered"] = bool(row["answered"])
+            if row["choice_logprobs"] is not None:
+                row["choice_logprobs"] = json.loads(row["choice_logprobs"])
             out.append(row)
         return out
 

@@ -242,6 +242,7 @@ CASES = [
     ("yaml-two-primaries", ["tasks"], _task_yaml(GOOD_TASK + "metrics:\n  - {name: f1, primary: true}\n  - {name: accuracy, primary: true}\n"), "only one metric may be primary"),
     ("yaml-unknown-generation-key", ["tasks"], _task_yaml(GOOD_TASK + METRICS + "generation_kwargs: {max_tokens: 8}\n"), "generation_kwargs: unknown generation setting 'max_tokens'"),
     ("yaml-missing-rule", ["tasks"], _task_yaml(GOOD_TASK + METRICS + "missing: sometimes\n"), "broken.yaml: field 'missing': Input should be 'skip' or 'wrong'"),
+    ("yaml-choice-without-choices", ["tasks"], _task_yaml(GOOD_TASK + METRICS + "output_type: multiple_choice\n"), "output_type multiple_choice needs doc_to_choice"),
     ("yaml-no-metrics", ["tasks"], _task_yaml(GOOD_TASK), "broken.yaml: field 'metrics': Field required"),
     ("yaml-bad-hook", ["run", "--model", "toy-llava", "--tasks", "extra_task", "--db", "{db}"], _task_yaml(GOOD_TASK.replace("pope.pope.process", "pope.nothere.process") + METRICS), "broken.yaml"),
     ("yaml-duplicate-name", ["tasks"], _task_yaml(GOOD_TASK.replace("extra_task", "pope_random") + METRICS), "name 'pope_random' is already defined"),

@@ -15,6 +15,7 @@ from harness.models.convert_llava import convert_state_dict, resolve_vision_towe
 from harness.models.llava import LlavaAdapter, left_pad, tokenize_with_images
 from harness.models.registry import ModelEntry, adapter_loader
 from tests.fakes import make_pope
+from tests.likelihood_checks import check_loglikelihood
 from tests.tiny_models import (
     build_llava,
     make_tokenizer,
@@ -248,6 +249,8 @@ def test_original_layout_gives_native_logits(tiny, tmp_path, tower_in_checkpoint
     assert converted.model.generation_config.suppress_tokens == [61, 62, 63]
     batched = converted.generate(requests)
     assert batched == [converted.generate([r])[0] for r in requests]
+    if fmt == "bin":  # the chunk-tokenized (original LLaVA) prompt path scores likelihoods too
+        check_loglikelihood(converted, requests)
 
 
 def test_original_layout_matches_llava_hf_generation(tiny, adapter, tmp_path):
@@ -277,3 +280,7 @@ def test_missing_vision_tower_names_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(HarnessError, match="vision tower nobody/no-such-clip not found"):
         resolve_vision_tower("nobody/no-such-clip")
+
+
+def test_loglikelihood_is_batch_invariant_and_right(adapter, tiny):
+    check_loglikelihood(adapter, make_requests(tiny[2]))

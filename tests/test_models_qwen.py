@@ -15,6 +15,7 @@ from harness.api.requests import Failure, Request  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.models.registry import ModelEntry, adapter_loader  # noqa: E402
 from tests import tiny_video_models as tiny  # noqa: E402
+from tests.likelihood_checks import check_loglikelihood
 
 GEN = {"max_new_tokens": 6}
 
@@ -150,3 +151,7 @@ def test_wrong_model_type_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(HarnessError, match="model_type 'llama'"):
         adapter_loader("qwen_vl")(_entry(tmp_path), tmp_path, device="cpu", dtype=torch.float32)
+
+
+def test_loglikelihood_is_batch_invariant_and_right(adapter, media):
+    check_loglikelihood(adapter, _requests(media))

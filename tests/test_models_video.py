@@ -17,6 +17,7 @@ from harness.media import sample_frames  # noqa: E402
 from harness.models import video_llava  # noqa: E402
 from harness.models.registry import ModelEntry, adapter_loader  # noqa: E402
 from tests import tiny_video_models as tiny  # noqa: E402
+from tests.likelihood_checks import check_loglikelihood
 
 GEN = {"max_new_tokens": 6}
 
@@ -245,3 +246,11 @@ def test_original_video_llava_layout_is_refused(tmp_path):
         video_llava.load_original(
             _rlaif_entry(tmp_path), tmp_path, device="cpu", dtype=torch.float32
         )
+
+
+def test_video_llava_loglikelihood(vllava, media):
+    check_loglikelihood(vllava, _requests(media))
+
+
+def test_rlaif_loglikelihood(rlaif, media):
+    check_loglikelihood(rlaif, _requests(media)[:3])

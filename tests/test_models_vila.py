@@ -15,6 +15,7 @@ from harness.models.vila import (
     VilaForGeneration,
     merge_2x2,
 )
+from tests.likelihood_checks import check_loglikelihood
 from tests.tiny_models import (
     build_llava,
     build_vila_downsample,
@@ -207,3 +208,7 @@ def test_not_a_vila_folder(tmp_path):
     (tmp_path / "llm").mkdir()
     with pytest.raises(HarnessError, match="vision_tower"):
         load_vila(tmp_path)
+
+
+def test_downsample_loglikelihood(downsample, images):
+    check_loglikelihood(downsample, make_requests(images))

@@ -149,8 +149,8 @@ def test_v1_database_is_migrated_forward(tmp_path):
     db.conn.commit()
     db.conn.close()
     store = ResultsStore(path)
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     assert "run_docs" in store.db.table_names()
     assert store.run("abc")["model"] == "m"  # old rows survive the migration
     assert {"settings", "limit_docs", "process"} <= set(store.db["runs"].columns_dict)
-    assert "answered" in store.db["samples"].columns_dict
+    assert {"answered", "choice_logprobs"} <= set(store.db["samples"].columns_dict)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from harness.api.requests import check_gen_kwargs
 from harness.hooks import Hook
@@ -82,6 +82,21 @@ class TaskConfig(_Strict):
         default_factory=dict, description="model family -> template replacing doc_to_text"
     )
     doc_to_target: Hook | str | None = None
+    output_type: Literal["generate_until", "multiple_choice"] = Field(
+        default="generate_until",
+        description="generate_until: the model generates text and the extractor reads the "
+        "answer (the official protocol of every benchmark here); multiple_choice: each of "
+        "doc_to_choice's continuations is scored by likelihood after the prompt and the "
+        "likeliest is the raw output (lm-evaluation-harness's protocol; a different number "
+        "from the official one, so such tasks have their own names)",
+    )
+    doc_to_choice: Hook | str | None = Field(
+        default=None,
+        description="multiple_choice: hook, or a document field, giving the choices' texts",
+    )
+    target_delimiter: str = Field(
+        default=" ", description="multiple_choice: text between the prompt and each choice"
+    )
     generation_kwargs: dict[str, Any] = Field(default_factory=dict)
     missing: Literal["skip", "wrong"] = Field(
         default="wrong",
@@ -122,6 +137,12 @@ class TaskConfig(_Strict):
     @classmethod
     def _known_generation_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
         return check_gen_kwargs(value, "generation_kwargs")
+
+    @model_validator(mode="after")
+    def _choices_for_multiple_choice(self) -> TaskConfig:
+        if self.output_type == "multiple_choice" and self.doc_to_choice is None:
+            raise ValueError("output_type multiple_choice needs doc_to_choice")
+        return self
 
     @field_validator("metrics")
     @classmethod

@@ -297,6 +297,11 @@ def infer_choice(prediction: str, options: dict[str, str]) -> tuple[str | None, 
     return None, "unresolved"
 
 
+def choice_letters(doc: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The option letters of a row: what the likelihood protocol scores after the prompt."""
+    return list(doc["options"])
+
+
 def extract_choice(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Extracted:
     """The chosen letter; when no rule applies the answer is the raw text (for the judge)."""
     letter, _ = infer_choice(raw, doc["options"])

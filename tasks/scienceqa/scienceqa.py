@@ -262,6 +262,11 @@ def pred_index(letter: str, n_choices: int) -> int:
     return LETTERS.index(letter) if letter in LETTERS[:n_choices] else -1
 
 
+def choice_letters(doc: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The option letters of a problem: what the likelihood protocol scores after the prompt."""
+    return list(LETTERS[: int(doc["n_choices"])])
+
+
 def extract_letter(raw: str, doc: dict[str, Any], options: dict[str, Any]) -> Extracted:
     letter = parse_letter(raw)
     return Extracted(letter, letter != FAILED)
