@@ -40,129 +40,17 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from toy_leaderboard import RECIPES  # the leaderboard's rows (benchmarks/, next to this)
 
+from harness.cli_common import setup_logging
 from harness.models.loading import load_model
-from harness.quantizers.apply import apply_fake_quant
 from harness.quantizers.calibration_data import task_requests
-from harness.quantizers.recipe import parse_recipe
-from harness.quantizers.runtime import compute_quantization
+from harness.quantizers.divergence import channel_unevenness, divergence_rows
 
 TASKS = "pope_random-toy,gqa-toy,vqav2-toy,textvqa-toy,mme-toy,scienceqa-toy,mmbench-toy"
-
-
-@torch.no_grad()
-def first_token_logprobs(model: torch.nn.Module, inputs: Sequence[dict[str, Any]]) -> torch.Tensor:
-    """[documents, vocab] log-probabilities of the first generated token (fp32)."""
-    rows = [torch.log_softmax(model(**x).logits[:, -1].float(), -1) for x in inputs]
-    return torch.cat(rows)
-
-
-@torch.no_grad()
-def channel_unevenness(
-    model: torch.nn.Module, inputs: Sequence[dict[str, Any]]
-) -> dict[str, float]:
-    """Per Linear of the language model: max / median of the mean |input| per channel."""
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook(name: str) -> Any:
-        def record(_module: Any, args: tuple[torch.Tensor, ...], _out: Any) -> None:
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1]).abs()
-            sums[name] = sums.get(name, 0) + x.sum(0)
-            counts[name] = counts.get(name, 0) + x.shape[0]
-
-        return record
-
-    language = model.model.language_model
-    handles = [
-        module.register_forward_hook(hook(name))
-        for name, module in language.named_modules()
-        if isinstance(module, torch.nn.Linear)
-    ]
-    try:
-        for x in inputs:
-            model(**x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    out = {}
-    for name, total in sums.items():
-        mean = total / counts[name]
-        out[name] = float(mean.max() / mean.median().clamp_min(1e-12))
-    return out
-
-
-def kl_divergence(ref: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-    """Per-row KL(P_ref || P_other) of two [rows, vocab] log-probability tensors, in nats."""
-    return (ref.exp() * (ref - other)).sum(-1).clamp_min(0.0)
-
-
-@dataclass(frozen=True)
-class Divergence:
-    recipe: str
-    kl_mean: float
-    kl_median: float
-    kl_p95: float
-    agree: float  # % of documents whose greedy first token is unchanged
-    vs_rtn: float  # kl_mean / RTN's at the same bits and group size (NaN before an RTN row)
-
-
-def divergence_rows(
-    adapter: Any,
-    inputs: Sequence[dict[str, Any]],
-    recipes: Sequence[str],
-    *,
-    calib_tasks: tuple[str, ...] = (),
-    data_root: Path | None = None,
-    cache_dir: str | Path | None = None,
-) -> list[Divergence]:
-    """KL from the adapter's own model for each recipe; the model is left as it was."""
-    base = adapter.model
-    ref = first_token_logprobs(base, inputs)
-    greedy = ref.argmax(-1)
-    # the full-precision weights, put back after each recipe (no second copy on the device)
-    original = {k: v.detach().to("cpu", copy=True) for k, v in base.state_dict().items()}
-    rows: list[Divergence] = []
-    rtn_mean: dict[tuple[int, int], float] = {}
-    for name in recipes:
-        start = time.perf_counter()
-        recipe = parse_recipe(name)
-        qmodel = compute_quantization(
-            adapter,
-            name,
-            calib_tasks=calib_tasks if recipe.needs_calibration else (),
-            data_root=data_root,
-            cache_dir=cache_dir,
-        )
-        try:
-            logp = first_token_logprobs(apply_fake_quant(base, qmodel), inputs)
-        finally:
-            base.load_state_dict(original)
-        kl = kl_divergence(ref, logp)
-        key = (recipe.bits, recipe.group_size)
-        mean = float(kl.mean())
-        if recipe.method == "rtn":
-            rtn_mean[key] = mean
-        rows.append(
-            Divergence(
-                name,
-                mean,
-                float(kl.median()),
-                float(kl.quantile(0.95)),
-                100 * float((logp.argmax(-1) == greedy).float().mean()),
-                mean / rtn_mean[key] if key in rtn_mean else float("nan"),
-            )
-        )
-        print(f"{name}: {time.perf_counter() - start:.0f}s", file=sys.stderr)
-    return rows
 
 
 def main() -> int:
@@ -184,6 +72,7 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="also write the table here (markdown)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    setup_logging()
 
     adapter = load_model(
         args.model, model_path=args.model_path, device=args.device, dtype=args.dtype
@@ -191,16 +80,15 @@ def main() -> int:
     requests = task_requests(
         adapter, args.tasks.split(","), args.n, args.seed, data_root=args.data_root
     )
-    inputs = [adapter.model_inputs([r], [adapter.load_visuals(r)]) for r in requests]
     rows = divergence_rows(
         adapter,
-        inputs,
+        requests,
         [r for r in args.recipes.split(",") if r],
         calib_tasks=tuple(t for t in args.calib_tasks.split(",") if t),
         data_root=args.data_root,
         cache_dir=args.quant_cache,
     )
-    uneven = channel_unevenness(adapter.model, inputs[:64])
+    uneven = channel_unevenness(adapter, requests[:64])
     kinds: dict[str, list[float]] = {}
     for name, ratio in uneven.items():
         kinds.setdefault(name.rsplit(".", 1)[-1], []).append(ratio)
@@ -208,7 +96,7 @@ def main() -> int:
         "input channels, max / median of mean |x| over the layers: "
         + ", ".join(f"{k} {min(v):.1f}-{max(v):.1f}" for k, v in kinds.items()),
         "",
-        f"{args.model}, {len(inputs)} documents of {args.tasks}, first answer token, "
+        f"{args.model}, {len(requests)} documents of {args.tasks}, first answer token, "
         f"KL({args.dtype} || quantized) in nats",
         "",
         "| recipe | KL mean | KL median | KL p95 | top-1 agree % | KL vs RTN |",

@@ -317,6 +317,15 @@ class HFAdapter(VisionLanguageModel):
         assert all(o is not None for o in outputs)
         return outputs  # type: ignore[return-value]
 
+    @torch.inference_mode()
+    def next_token_logprobs(self, requests: Sequence[Request]) -> torch.Tensor:
+        """``[len(requests), vocab]`` fp32 log-probabilities of the first answer token: the
+        distribution greedy generation picks its first token from (same template,
+        preprocessing and left-padded positions). Unreadable visuals raise DataFileError."""
+        visuals = [self.load_visuals(r) for r in requests]
+        logits = self.forward_logits(self.model_inputs(requests, visuals))
+        return torch.log_softmax(logits[:, -1].float(), -1)
+
     def forward_logits(self, inputs: Mapping[str, Any]) -> torch.Tensor:
         """Next-token logits ``[batch, length, vocab]`` for model inputs (left padded)."""
         kwargs = dict(inputs)
