@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 from toy_leaderboard import RECIPES  # the leaderboard's rows (benchmarks/, next to this)
 
-from harness.cli_common import setup_logging
+from harness.cli.common import setup_logging
 from harness.models.loading import load_model
 from harness.quantizers.calibration_data import task_requests
 from harness.quantizers.divergence import channel_unevenness, divergence_rows

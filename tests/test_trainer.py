@@ -113,23 +113,18 @@ def test_encoding_masks_prompt_and_matches_inference_prompt():
     assert tok.decode(answer, skip_special_tokens=True).strip() == "red"
 
 
-def test_option_letter_loss_labels_the_letters_that_open_options():
+def test_option_letter_positions_are_the_letters_that_open_options():
     tok = tm.build_tokenizer(["A picture. Which option is red? A. red B. blue C. green letter."])
     proc = tm.build_processor(tok, MICRO)
     text = "A picture.\nWhich option is red?\nA. red\nB. blue\nC. green\nAnswer: letter."
     template = get_template("llava_hf")
-    plain = ls.encode_example(proc, template, text, "A", [])
-    letters = ls.encode_example(proc, template, text, "A", [], option_letter_loss=True)
-    assert torch.equal(plain.input_ids, letters.input_ids)
-    extra = (letters.labels != ls.IGNORE_INDEX) & (plain.labels == ls.IGNORE_INDEX)
-    # the option letters, not "A picture" and not the answer (labelled in both)
-    assert tok.convert_ids_to_tokens(letters.input_ids[extra].tolist()) == ["A", "B", "C"]
-    assert torch.equal(letters.labels[extra], letters.input_ids[extra])
-    answer = plain.labels != ls.IGNORE_INDEX
-    assert torch.equal(letters.labels[answer], plain.labels[answer])
+    ids = ls.encode_example(proc, template, text, "A", []).input_ids
+    letters = ls.option_letter_positions(tok, ids)
+    # the option letters, not the "A" of "A picture" and not the answer
+    assert tok.convert_ids_to_tokens(ids[letters].tolist()) == ["A", "B", "C"]
     # "E" is not in this vocabulary: "E." (an <unk> and a dot) is not an option letter
-    unknown = ls.encode_example(proc, template, "E. red", "A", [], option_letter_loss=True)
-    assert (unknown.labels != ls.IGNORE_INDEX).sum() == 2  # the answer and EOS only
+    unknown = ls.encode_example(proc, template, "E. red", "A", []).input_ids
+    assert not ls.option_letter_positions(tok, unknown).any()
 
 
 def test_option_check_labels_mark_each_option_right_or_wrong():
@@ -150,12 +145,6 @@ def test_option_check_labels_mark_each_option_right_or_wrong():
     # the answer keeps its label
     answer = plain.labels != ls.IGNORE_INDEX
     assert torch.equal(checked.labels[answer], plain.labels[answer])
-    # with the letter loss too, the check wins where both label a token (the B after "red")
-    both = ls.encode_example(
-        proc, template, text, "B", [], option_letter_loss=True, option_check_loss=True
-    )
-    b_pos = int(extra.flatten()[0])
-    assert names(int(both.input_ids[b_pos])) == "B" and names(int(both.labels[b_pos])) == "no"
 
     ids = checked.input_ids
     # not multiple choice, an answer that is no option, options that cannot be located
@@ -181,17 +170,18 @@ class _Always(torch.nn.Module):
 
 
 def test_answer_accuracy_scores_the_first_completion_token():
-    tok = tm.build_tokenizer(["Which option is red? A. red B. blue letter."])
+    tok = tm.build_tokenizer(["Which option is red? A. red B. blue letter. no"])
     proc = tm.build_processor(tok, MICRO)
     template = get_template("llava_hf")
     text = "Which option is red?\nA. red\nB. blue\nletter."
-    right = ls.encode_example(proc, template, text, "A", [], option_letter_loss=True)
-    wrong = ls.encode_example(proc, template, text, "B", [], option_letter_loss=True)
+    right = ls.encode_example(proc, template, text, "A", [], option_check_loss=True)
+    wrong = ls.encode_example(proc, template, text, "B", [], option_check_loss=True)
     model = _Always(tok.convert_tokens_to_ids("A"), len(tok))
     assert ls.answer_accuracy(model, [right, wrong, right]) == pytest.approx(2 / 3)
-    # the prompt's labelled option letters are not taken for the answer: the model sees
+    # the prompt's labelled option checks are not taken for the answer: the model sees
     # the whole prompt, up to the completion
     prompt_len = len(right) - 2  # completion: "A", EOS
+    assert (right.labels[:prompt_len] != ls.IGNORE_INDEX).sum() == 2  # the two checks
     assert model.seen == [prompt_len] * 3
 
 
@@ -551,20 +541,19 @@ def test_recipe_routes_the_multiple_choice_losses_to_their_stages(tmp_path, monk
 
     class Recording(ls.EncodedSamples):
         def __init__(self, *args, **kwargs):
-            flags = (kwargs.get("option_letter_loss"), kwargs.get("option_check_loss"))
-            seen.append(tuple(bool(f) for f in flags))
+            seen.append(bool(kwargs.get("option_check_loss")))
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(recipes, "EncodedSamples", Recording)
     tiny = dict(align_samples=8, align_steps=1, align_batch=4, instruct_samples=8)
     tiny.update(instruct_steps=1, instruct_batch=4, warmup_steps=0, vision_samples=0)
     tiny.update(mc_samples=8, mc_steps=1, mc_batch=4, mc_cooldown_steps=1)
-    for flag in (False, True):
-        recipe = replace(TOY_LLAVA, model=MICRO, instruct_option_letter_loss=flag, **tiny)
+    for flag in (True, False):
+        recipe = replace(TOY_LLAVA, model=MICRO, mc_option_check_loss=flag, **tiny)
         train_toy_llava(tmp_path / str(flag), log=None, recipe=recipe, data=MicroWorld)
-    # (letter, check) for align, instruct, multiple choice; the check is on by default
-    off, on = (False, False), (True, False)
-    assert seen == [off, off, (False, True), off, on, (False, True)]
+    # the check loss of align, instruct, multiple choice: on (the default) in stage 3 only
+    assert TOY_LLAVA.mc_option_check_loss
+    assert seen == [False, False, True, False, False, False]
     seen.clear()
     recipe = replace(TOY_LLAVA, model=MICRO, **{**tiny, "mc_steps": 0})
     stats = train_toy_llava(tmp_path / "no-mc", log=None, recipe=recipe, data=MicroWorld)

@@ -13,10 +13,8 @@ Data path, identical to inference so train and eval prompts match exactly:
   expanded into the image tokens) and ``pixel_values``;
 * the completion ``" {answer}{eos}"`` is tokenised on its own and appended;
   the loss is taken on the completion tokens only (prompt and padding are
-  labelled -100), except, when asked, on multiple-choice prompts: the letters
-  that open the options (``option_letter_loss``, :func:`option_letter_positions`)
-  and a right/wrong check at the end of each option (``option_check_loss``,
-  :func:`option_check_labels`).
+  labelled -100), except, when asked, on multiple-choice prompts: a right/wrong
+  check at the end of each option (``option_check_loss``, :func:`option_check_labels`).
 
 Batches are padded on either side with position ids computed from the
 attention mask exactly as ``generate`` computes them, so the padding side does
@@ -133,14 +131,9 @@ OPTION_LETTERS = "ABCDEFGH"
 
 
 def option_letter_positions(tokenizer: Any, ids: torch.Tensor) -> torch.Tensor:
-    """Mask of the tokens in ``ids`` that are an option letter followed by ``.``.
-
-    Predicting the next option's letter (``B`` after ``A. red``) needs the letter of
-    the option being read, which is exactly what answering with "the option's letter"
-    needs at the content of the right option. A model whose language model was never
-    pretrained (toy-llava) otherwise has no reason to carry that letter along, and the
-    answer-only loss sits on a long plateau at chance (``benchmarks/mc_lookup_probe.py``).
-    """
+    """Mask of the tokens in ``ids`` that are an option letter followed by ``.`` (where
+    :func:`option_check_labels` finds the options; ``experimental/option_letters.py`` also
+    trains on them)."""
     ids_of = tokenizer.convert_tokens_to_ids(list(OPTION_LETTERS))
     # letters missing from the vocabulary map to <unk>, which must not count as a letter
     letters = torch.tensor([i for i in ids_of if i != tokenizer.unk_token_id])
@@ -169,7 +162,7 @@ def option_check_labels(
     matching option's letter read out. Until then it gives no gradient towards any of them,
     and toy-llava stayed at chance. These targets reward the check at every option on its
     own; the answer position then only has to find the option that says its letter
-    (``benchmarks/mc_finetune_probe.py --option-check-loss``). Returns ``{}`` for prompts
+    (``experimental/mc_finetune_probe.py --option-check-loss``). Returns ``{}`` for prompts
     whose options cannot be located exactly.
     """
     options = OPTION_LINE.findall(text)
@@ -200,15 +193,10 @@ def encode_example(
     images: Sequence[Any],
     *,
     image_token: str = "<image>",
-    option_letter_loss: bool = False,
     option_check_loss: bool = False,
 ) -> Encoded:
-    """Prompt (through the processor, as at inference) + completion with masked labels.
-
-    ``option_letter_loss`` also labels the prompt's option letters
-    (:func:`option_letter_positions`); ``option_check_loss`` adds the targets of
-    :func:`option_check_labels` (they win where both label a token).
-    """
+    """Prompt (through the processor, as at inference) + completion with masked labels;
+    ``option_check_loss`` adds the targets of :func:`option_check_labels`."""
     tokenizer = processor.tokenizer
     prompt, completion = template.training_pair(
         text, answer, tokenizer.eos_token, [image_token] * len(images)
@@ -222,9 +210,6 @@ def encode_example(
         raise ValueError(f"completion {completion!r} does not end in the EOS token")
     input_ids = torch.cat([prompt_ids, answer_ids])
     prompt_labels = torch.full_like(prompt_ids, IGNORE_INDEX)
-    if option_letter_loss:
-        letters = option_letter_positions(tokenizer, prompt_ids)
-        prompt_labels[letters] = prompt_ids[letters]
     if option_check_loss:
         for index, target in option_check_labels(tokenizer, prompt_ids, text, answer).items():
             prompt_labels[index] = target
@@ -264,7 +249,6 @@ class EncodedSamples(Sequence[Encoded]):
         template: ChatTemplate,
         samples: Sequence[Any],
         *,
-        option_letter_loss: bool = False,
         option_check_loss: bool = False,
         cache: bool = False,
         image_features: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -272,7 +256,6 @@ class EncodedSamples(Sequence[Encoded]):
         self.processor = processor
         self.image_features = image_features
         self.template = template
-        self.option_letter_loss = option_letter_loss
         self.option_check_loss = option_check_loss
         self.samples = list(samples)
         self._cache: dict[int, Encoded] | None = {} if cache else None
@@ -315,7 +298,6 @@ class EncodedSamples(Sequence[Encoded]):
             s.prompt,
             s.answer,
             s.images,
-            option_letter_loss=self.option_letter_loss,
             option_check_loss=self.option_check_loss,
         )
 
@@ -498,7 +480,7 @@ def answer_accuracy(model: nn.Module, data: Sequence[Encoded]) -> float:
     """Share of examples whose first completion token is the model's greedy next token.
 
     The completion is the run of labelled tokens that ends the example (prompt tokens
-    labelled by ``option_letter_loss`` do not count); for one-token answers such as an option
+    labelled as option checks do not count); for one-token answers such as an option
     letter this is the exact-match accuracy of greedy decoding.
     """
     was_training = model.training

@@ -104,9 +104,6 @@ class ToyLlavaRecipe:
     instruct_steps: int = 6000
     instruct_batch: int = 32
     instruct_lr: float = 1e-3
-    # also learn the option letters of multiple-choice prompts (option_letter_positions);
-    # tried, not adopted (README, "Attempts at multiple choice")
-    instruct_option_letter_loss: bool = False
     # stage 3: multiple-choice tuning. Instruction tuning continues on a mix with mc_share
     # of ScienceQA/MMBench-style questions (mc_mix), whose options also get the right/wrong
     # check targets (llava_stages.option_check_labels); without them the answer-only loss
@@ -256,7 +253,6 @@ def encoded_stage(
         processor,
         get_template(recipe.template),
         samples,
-        option_letter_loss=stage.name == "instruct" and recipe.instruct_option_letter_loss,
         option_check_loss=stage.name == "multiple_choice" and recipe.mc_option_check_loss,
         cache=True,
         image_features=features,
@@ -287,7 +283,6 @@ STAGE_FIELDS: dict[str, tuple[str, ...]] = {
         "instruct_steps",
         "instruct_batch",
         "instruct_lr",
-        "instruct_option_letter_loss",
     ),
     "multiple_choice": (
         "mc_samples",

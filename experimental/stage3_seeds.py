@@ -5,8 +5,8 @@ Stage 3 (multiple choice) alone is trained from saved stage-2 weights with each
 result is evaluated with ``harness run`` on the rule-scored toy tasks. This is the
 README's "Multiple choice depends on the seed" table::
 
-    python benchmarks/stage3_seeds.py --stage2 s2 --out stage3 --seeds 2,3,4
-    python benchmarks/stage3_seeds.py --stage2 s2 --out stage3-4000 --seeds 2,3,4 \
+    python experimental/stage3_seeds.py --stage2 s2 --out stage3 --seeds 2,3,4
+    python experimental/stage3_seeds.py --stage2 s2 --out stage3-4000 --seeds 2,3,4 \
         --set mc_steps=4000 --set mc_cooldown_steps=800
 
 ``--stage2 DIR`` is trained first (stages 0-2 of the shipped recipe, about 13 minutes)
@@ -29,11 +29,11 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from harness.cli import main as harness
+from harness.tasks.toy import training as toy_data
 from harness.trainers.llava_stages import train_stage
 from harness.trainers.recipes import (
     TOY_LLAVA,
     ToyLlavaRecipe,
-    _default_data,
     encoded_stage,
     train_toy_llava,
 )
@@ -111,7 +111,7 @@ def main() -> int:
     stage2 = Path(args.stage2)
     if not (stage2 / "model.safetensors").is_file():
         train_toy_llava(stage2, seed=0, recipe=replace(TOY_LLAVA, mc_steps=0))
-    data = _default_data()
+    data = toy_data
     stage = recipe.stages()[2]
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:

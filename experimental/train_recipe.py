@@ -7,10 +7,10 @@ vision-pretraining config). The model is trained by the same code as
 resumes), then scored with ``harness run`` on the rule-scored toy tasks. This is the
 README's table of step counts against quality ("Why it is not a few minutes")::
 
-    python benchmarks/train_recipe.py --out q10 --set vision.steps=700 \\
+    python experimental/train_recipe.py --out q10 --set vision.steps=700 \\
         --set align_steps=700 --set instruct_steps=3000 --set mc_steps=3000 \\
         --set mc_cooldown_steps=600
-    python benchmarks/train_recipe.py --out p32 --set model.patch_size=32
+    python experimental/train_recipe.py --out p32 --set model.patch_size=32
 
 ``--from DIR`` first copies the stage checkpoints of an earlier run kept in DIR
 (``harness train --keep-stages``, or this script's ``--out``); the stages whose recipe

@@ -1,5 +1,5 @@
-"""What the sub-commands share: the flag parser and its checks, the results DB, judges, and
-the report of incomplete scores that decides the exit status.
+"""What the sub-commands share: the flag parser and its checks, the results DB, judges,
+JSON output, and the report of incomplete scores that decides the exit status.
 
 Exit status (also in the README): 0 scores complete; 1 ``harness gate`` failed;
 2 a usage or input error (nothing was scored, or the results could not be
@@ -266,3 +266,14 @@ def report_incomplete(
         )
         status = EXIT_INCOMPLETE
     return status
+
+
+# -- output ----------------------------------------------------------------------------------
+def flat_scores(scores: Any, groups: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """The ``--json`` object: ``task/metric -> number`` for every task and group."""
+    flat: dict[str, Any] = {}
+    for score in scores:
+        flat.update(score.flat())
+    for g, metrics in groups.items():
+        flat.update({f"{g}/{k}": v for k, v in metrics.items()})
+    return flat

@@ -15,7 +15,7 @@ fresh toy-llava-shaped LM (toy-llava's tokenizer and sizes, ``--layers`` /
 at a constant learning rate, and prints the loss and the accuracy on 300
 held-out questions after each chunk::
 
-    python benchmarks/mc_lookup_probe.py --layers 4 --steps 3000 --option-letter-loss
+    python experimental/mc_lookup_probe.py --layers 4 --steps 3000 --option-letter-loss
 
 Measured on 2 CPU cores (about 20 s per chunk at 2 threads, 37 s at 1):
 
@@ -39,6 +39,7 @@ import time
 from dataclasses import replace
 
 import torch
+from option_letters import LetterLabelledSamples  # experimental/, next to this
 
 from harness.models.chat import get_template
 from harness.tasks.toy import training as toy_training
@@ -83,7 +84,8 @@ def main() -> None:
     held_out = EncodedSamples(
         processor, template, lookup_questions(300, random.Random(2), args.max_options)
     )
-    data = EncodedSamples(processor, template, train, option_letter_loss=args.option_letter_loss)
+    samples = LetterLabelledSamples if args.option_letter_loss else EncodedSamples
+    data = samples(processor, template, train)
     print(
         f"layers {args.layers}, heads {args.heads}, lr {args.lr}, up to {args.max_options} "
         f"options, option-letter loss {args.option_letter_loss}"

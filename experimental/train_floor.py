@@ -10,7 +10,7 @@ that time. Padding, attention, norms, activations, the optimizer and Python are
 left out, so the floor is a lower bound. It is printed next to the stage's measured
 time in a ``training.json`` (``--training``, default: the shipped model's).
 
-    python benchmarks/train_floor.py --sample 1500
+    python experimental/train_floor.py --sample 1500
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from harness.trainers.recipes import TOY_LLAVA, _default_data, encoded_stage, machine_description
+from harness.tasks.toy import training as toy_data
+from harness.trainers.recipes import TOY_LLAVA, encoded_stage, machine_description
 from harness.trainers.toy_model import build_model, build_processor, build_tokenizer
 
 SHIPPED = Path(__file__).resolve().parents[1] / "models" / "weights" / "toy-llava"
@@ -87,7 +88,7 @@ def main() -> int:
     args = parser.parse_args()
     recipe = TOY_LLAVA
     torch.set_num_threads(recipe.threads)
-    data = _default_data()
+    data = toy_data
     tokenizer = build_tokenizer(data.vocabulary_texts())
     processor = build_processor(tokenizer, recipe.model)
     model = build_model(tokenizer, recipe.model, seed=0)

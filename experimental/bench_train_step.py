@@ -9,7 +9,7 @@ reports milliseconds per step (best and median), their ratio, the memory each
 example keeps, the share of a step's CPU time in ``aten::mm``, and whether the loss curves are identical (they must be: the cache
 changes no float).
 
-    python benchmarks/bench_train_step.py --samples 3000 --steps 60 --repeats 3
+    python experimental/bench_train_step.py --samples 3000 --steps 60 --repeats 3
 
 Encoding (processor + tower features) happens in the first epoch and is timed apart
 from the steps: every example is encoded before the timed steps start.
@@ -26,8 +26,9 @@ from functools import partial
 import torch
 
 from harness.models.chat import get_template
+from harness.tasks.toy import training as toy_data
 from harness.trainers import llava_stages as ls
-from harness.trainers.recipes import TOY_LLAVA, _default_data, machine_description, stage_samples
+from harness.trainers.recipes import TOY_LLAVA, machine_description, stage_samples
 from harness.trainers.toy_model import build_model, build_processor, build_tokenizer
 
 
@@ -43,7 +44,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(TOY_LLAVA.threads)
-    data = _default_data()
+    data = toy_data
     tokenizer = build_tokenizer(data.vocabulary_texts())
     processor = build_processor(tokenizer, TOY_LLAVA.model)
     recipe = replace(TOY_LLAVA, instruct_samples=args.samples)

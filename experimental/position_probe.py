@@ -9,7 +9,7 @@ other 20%:
 - the shape and the colour in each grid cell, from all patches together (is content
   kept, in the right place of the sequence?).
 
-    python benchmarks/position_probe.py [--model-path DIR] [--scenes 3000]
+    python experimental/position_probe.py [--model-path DIR] [--scenes 3000]
 """
 
 from __future__ import annotations

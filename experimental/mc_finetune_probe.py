@@ -10,8 +10,8 @@ questions (half each, with their images), the rest the default mix. Every
 the answer letter on 300 questions drawn with another seed and on 300 of the
 training questions themselves (does the model even fit them?)::
 
-    python benchmarks/mc_finetune_probe.py --mc 0.5 --steps 3000 --option-check-loss
-    python benchmarks/mc_finetune_probe.py --grow 2 ...   # 2 more decoder layers first
+    python experimental/mc_finetune_probe.py --mc 0.5 --steps 3000 --option-check-loss
+    python experimental/mc_finetune_probe.py --grow 2 ...   # 2 more decoder layers first
 
 The numbers below start from the stage-2 model (toy-llava before its
 multiple-choice stage; ``train_toy_llava(out, recipe=replace(TOY_LLAVA,
@@ -50,6 +50,7 @@ import time
 from pathlib import Path
 
 import torch
+from option_letters import LetterLabelledSamples  # experimental/, next to this
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from harness.models.chat import get_template
@@ -127,13 +128,8 @@ def main() -> None:
         "other draw": [encode[i] for i in range(len(fresh))],
         "training questions": [encode[i] for i in range(len(fresh), len(encode))],
     }
-    encoded = EncodedSamples(
-        processor,
-        template,
-        data,
-        option_letter_loss=args.option_letter_loss,
-        option_check_loss=args.option_check_loss,
-    )
+    samples = LetterLabelledSamples if args.option_letter_loss else EncodedSamples
+    encoded = samples(processor, template, data, option_check_loss=args.option_check_loss)
     print(f"{len(data)} samples ({len(mc)} multiple choice) in {time.perf_counter() - start:.0f}s")
 
     def report(steps: int) -> None:
