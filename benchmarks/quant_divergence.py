@@ -1,7 +1,7 @@
 """How far does each quant recipe move the model's answers? KL divergence from FP32.
 
 Accuracy on a few hundred documents moves by a point or two under W3/W4 on
-toy-llava, which is within its noise (README, toy leaderboard). This script
+toy-llava, which is within its noise (docs/research/quantizer-study.md). This script
 measures the change itself, as Dutta et al. (2024, "Accuracy is not all you
 need") recommend next to flips: for held-out documents of the rule-scored toy
 tasks it takes the next-token distribution at the first answer position of the

@@ -1,7 +1,7 @@
 """Can toy-llava's language model learn to bind a multiple-choice option to its letter?
 
 A text-only probe for the reason toy-llava was at chance on ScienceQA-toy and
-MMBench-toy before its multiple-choice stage (README). The questions name the
+MMBench-toy before its multiple-choice stage (docs/research/toy-llava-multiple-choice.md). The questions name the
 right option outright::
 
     Which option is green?

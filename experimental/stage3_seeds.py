@@ -3,7 +3,7 @@
 Stage 3 (multiple choice) alone is trained from saved stage-2 weights with each
 ``--seeds`` value as the stage's seed (``harness train --seed 0`` uses 2), then each
 result is evaluated with ``harness run`` on the rule-scored toy tasks. This is the
-README's "Multiple choice depends on the seed" table::
+the "depends on the seed" table of docs/research/toy-llava-training.md::
 
     python experimental/stage3_seeds.py --stage2 s2 --out stage3 --seeds 2,3,4
     python experimental/stage3_seeds.py --stage2 s2 --out stage3-4000 --seeds 2,3,4 \

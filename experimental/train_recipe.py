@@ -5,7 +5,7 @@ Each ``--set`` changes one field of the shipped recipe (as in ``stage3_seeds.py`
 vision-pretraining config). The model is trained by the same code as
 ``harness train`` (stage checkpoints are kept in ``--out``, so an interrupted run
 resumes), then scored with ``harness run`` on the rule-scored toy tasks. This is the
-README's table of step counts against quality ("Why it is not a few minutes")::
+docs/research/toy-llava-training.md's table of step counts against quality ("Why it is not a few minutes")::
 
     python experimental/train_recipe.py --out q10 --set vision.steps=700 \\
         --set align_steps=700 --set instruct_steps=3000 --set mc_steps=3000 \\

@@ -95,22 +95,22 @@ def find_parts(model: nn.Module) -> ModelParts:
     names = _names(model)
     owner, emb = _input_embedding(model)
     emb_name = names[id(emb)]
-    # Walk up from the embedding to the first ancestor holding a decoder layer list.
+    # The decoder layers live next to the input embedding, in the module that holds both
+    # (LLaVA/Qwen2-VL language_model.{embed_tokens, layers}, Qwen-VL transformer.{wte, h},
+    # VILA llm.model.{embed_tokens, layers}). No search further up: there the first layer
+    # list could be the vision tower's, which would then be quantized as the LM.
     path = emb_name.split(".")
-    lm_name = None
-    layers_name = None
-    for depth in range(len(path) - 1, -1, -1):
-        anc_name = ".".join(path[:depth])
-        anc = model.get_submodule(anc_name) if anc_name else model
-        for child_name, child in anc.named_modules(prefix=anc_name):
-            if _is_decoder_list(child):
-                lm_name, layers_name = anc_name, child_name
-                break
-        if lm_name is not None:
-            break
+    lm_name = ".".join(path[:-1])
+    lm = model.get_submodule(lm_name) if lm_name else model
+    layers_name = next(
+        (n for n, child in lm.named_modules(prefix=lm_name) if _is_decoder_list(child)), None
+    )
     if layers_name is None:
+        where = f"{lm_name!r}" if lm_name else "the model's top level"
         raise ModelStructureError(
-            f"{type(model).__name__}: no nn.ModuleList of decoder layers near {emb_name!r}"
+            f"{type(model).__name__}: no nn.ModuleList of decoder layers in {where}, the "
+            f"module that holds the input embedding {emb_name!r}; this model's layout is not "
+            "supported by the quantizers"
         )
     layers = model.get_submodule(layers_name)
     layer_names = [f"{layers_name}.{i}" for i in range(len(layers))]

@@ -9,10 +9,12 @@ import pytest
 from harness.errors import HarnessError
 from harness.predictions import match_predictions, read_predictions
 from harness.results.export import export_task
-from harness.results.export.gqa import GQA_SCHEMA
-from harness.results.export.vqa import VIZWIZ_SCHEMA, VQAV2_SCHEMA, validate_rows, write_vizwiz
 from harness.scoring import score_outputs
+from harness.submission import validate_rows
 from harness.task import get_task
+from harness.tasks.gqa.export import GQA_SCHEMA
+from harness.tasks.vizwiz.export import VIZWIZ_SCHEMA, write_vizwiz
+from harness.tasks.vqav2.export import VQAV2_SCHEMA
 
 SHORT = "Answer the question using a single word or phrase."
 

@@ -110,3 +110,44 @@ def test_quant_dump_and_load_skip_the_search_and_check_what_they_hold(tiny, tmp_
     weights.write_bytes(weights.read_bytes()[:100])  # truncated
     with pytest.raises(HarnessError, match="not a readable quantization dump"):
         quantize_adapter(load(root), "gptq-w4g32-n4-s32", load=tmp_path / "dump")
+
+
+def test_a_stale_quant_cache_entry_is_a_one_line_error_of_harness_run(tmp_path, capsys):
+    import json
+
+    from harness.cli import main
+    from harness.quantizers.apply import META_FILE
+
+    cache = tmp_path / "cache"
+    run = ["run", "--model", "toy-llava", "--tasks", "pope_random-toy", "--limit", "2"]
+    run += ["--no-db", "--quant-cache", str(cache), "--quant"]
+    assert main([*run, "rtn-w4g128"]) == 0
+    assert main([*run, "rtn-w3g128"]) == 0
+    entries = {
+        json.loads((d / META_FILE).read_text())["recipe"]["bits"]: d for d in cache.iterdir()
+    }
+    assert sorted(entries) == [3, 4]
+    # the W4 entry now holds the W3 search (a copied or hand-edited cache)
+    for f in entries[4].iterdir():
+        f.unlink()
+    for f in entries[3].iterdir():
+        (entries[4] / f.name).write_bytes(f.read_bytes())
+    capsys.readouterr()
+    assert main([*run, "rtn-w4g128"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]  # after the progress lines, one line of error
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [last]
+    assert last.startswith("error: --quant rtn-w4g128: quant cache ") and "stale" in last, err
+
+
+def test_an_unsupported_model_structure_is_a_harness_error_naming_the_flag(tiny):
+    root, _ = tiny
+    adapter = load(root)
+    language = adapter.model.model.language_model
+    language.layers = torch.nn.Sequential(*language.layers)  # no ModuleList of decoder layers
+    with pytest.raises(HarnessError) as caught:
+        quantize_adapter(adapter, "rtn-w4g32")
+    message = str(caught.value)
+    assert message.startswith("--quant rtn-w4g32: ") and "\n" not in message
+    assert "no nn.ModuleList of decoder layers" in message

@@ -36,7 +36,7 @@ def test_default_model_answers_multiple_choice_and_reads_signs(tmp_path, capsys)
     scores = run_json(capsys, *args, "--batch-size", "32", "--bootstrap", "0")
     # Chance: ScienceQA about 34 (44 for always "A"); MMBench circular about 0.4 (all four
     # rotations right); TextVQA 8 and VQAv2 18.5 (best constant answers). The shipped
-    # model: 82.7, 58.0, 90.0 and 96.0 (README).
+    # model: 82.7, 58.0, 90.0 and 96.0 (docs/research/toy-llava-training.md).
     assert scores["scienceqa-toy/img_accuracy"] >= 80, scores
     assert scores["mmbench-toy/accuracy"] >= 50, scores
     assert scores["textvqa-toy/accuracy"] >= 85, scores
@@ -49,7 +49,7 @@ def test_default_model_meets_the_quality_bar_and_reuses_outputs(tmp_path, capsys
     scores = run_json(capsys, *args, "--batch-size", "32")
     # Held-out scenes; chance is F1 66.7 / accuracy 50 (POPE, always "yes") and about 15
     # (GQA's best constant answer); the aim is 90. The shipped model: POPE-toy mean F1
-    # 96.5, GQA-toy accuracy 92.0 (README).
+    # 96.5, GQA-toy accuracy 92.0 (docs/research/toy-llava-training.md).
     assert scores["pope-toy/f1"] >= 94, scores
     assert scores["pope-toy/accuracy"] >= 94, scores
     assert scores["gqa-toy/accuracy"] >= 90, scores

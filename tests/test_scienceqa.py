@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
 from harness.errors import DataFileError, HarnessError
 from harness.results.export import export_task
-from harness.results.export.scienceqa import validate
 from harness.scoring import score_outputs, score_predictions
 from harness.task import get_task
+from harness.tasks.scienceqa.export import validate
 from harness.tasks.scienceqa.scienceqa import (
     FAILED,
     count_options,
@@ -259,6 +260,16 @@ def test_export_marks_missing_predictions_failed(tmp_path):
     export_task(task, docs, {"10": "B"}, out, files)
     result = json.loads(out.read_text())
     assert result["outputs"]["11"] == FAILED and result["results"] == {"10": 1, "11": -1}
+    assert result["missing"] == ["11"]
+    # as harness score and eval_science_qa.py: wrong overall, not part of the IMG subset
+    score = score_outputs(task, docs, {"10": "B"}, n_boot=0)
+    assert result["acc"] == score.metrics["accuracy"] == 50.0
+    # "11" is the only question with an image, and it has no answer
+    assert (result["img_count"], result["img_acc"]) == (0, None)
+    assert math.isnan(score.metrics["img_accuracy"])
+    # scored again from the file: the same numbers, the placeholder is not an answer
+    back = {p.record["question_id"]: p.text for p in read_result_file(out)}
+    assert back == {"10": "B"}
     bad = dict(result, results={"10": 7, "11": -1})
     with pytest.raises(HarnessError, match="schema at results/10"):
         validate(bad)

@@ -2,7 +2,7 @@
 
 MKL, oneDNN and torch's own vectorised kernels each pick a code path by CPU (AVX2,
 AVX-512, AMX ...), and each path sums in its own order, so the same training run writes
-other weights on another kind of CPU (README, "Bit for bit"). Pinning all three to their
+other weights on another kind of CPU (docs/research/bit-for-bit.md). Pinning all three to their
 AVX2 paths makes the floats those of any AVX2 CPU with the same thread count: MKL's
 conditional numerical reproducibility mode (``MKL_CBWR``), torch's dispatch
 (``ATEN_CPU_CAPABILITY``) and oneDNN's ISA cap (``ONEDNN_MAX_CPU_ISA``). The libraries

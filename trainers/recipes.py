@@ -91,14 +91,15 @@ class ToyLlavaRecipe:
     align_samples: int = 6000
     align_trainable: tuple[str, ...] = ("projector", "language")
     # 1000, not 300: the captions name each object's cell, and the longer alignment took
-    # GQA-toy's position questions from about 60% to 83-92% (README)
+    # GQA-toy's position questions from about 60% to 83-92% (docs/research/toy-llava-position.md)
     align_steps: int = 1000
     align_batch: int = 32
     align_lr: float = 2e-3
     # stage 2: instruction tuning on the toy tasks' question formats
     instruct_samples: int = 16000
-    # The pretrained tower stays frozen, as in LLaVA: unfreezing it here at lr x0.3 gave
-    # no net gain, at x0.5 with lr 2e-3 it collapsed again (README, measured numbers).
+    # The pretrained tower stays frozen, as in LLaVA. Unfreezing it at lr x0.3 was reported
+    # to give no net gain and at x0.5 (lr 2e-3) to collapse; those runs' numbers were not
+    # recorded anywhere.
     instruct_trainable: tuple[str, ...] = ("projector", "language")
     instruct_lr_scale: tuple[tuple[str, float], ...] = ()
     instruct_steps: int = 6000
@@ -107,13 +108,13 @@ class ToyLlavaRecipe:
     # stage 3: multiple-choice tuning. Instruction tuning continues on a mix with mc_share
     # of ScienceQA/MMBench-style questions (mc_mix), whose options also get the right/wrong
     # check targets (llava_stages.option_check_labels); without them the answer-only loss
-    # left multiple choice at chance (README, "Multiple choice").
+    # left multiple choice at chance (docs/research/toy-llava-multiple-choice.md).
     mc_samples: int = 16000
     mc_share: float = 0.5
     mc_mix: tuple[tuple[str, float], ...] = (("scienceqa", 0.5), ("mmbench", 0.5))
     # the other (1 - mc_share) of stage 3: kind -> share; () = the instruct stage's mix.
     # More POPE / VQAv2 / GQA / TextVQA than in stage 2: after the longer alignment, stage 2's
-    # mix left yes/no questions at 85% (VQAv2-toy) and MMBench-toy at 50 (README)
+    # mix left yes/no questions at 85% (VQAv2-toy) and MMBench-toy at 50 (docs/research/toy-llava-training.md)
     mc_rest_mix: tuple[tuple[str, float], ...] = (
         ("caption", 0.04),
         ("pope", 0.22),
@@ -125,13 +126,13 @@ class ToyLlavaRecipe:
         ("quilt", 0.03),
     )
     # 6000, not 4000: over three seeds, MMBench-toy 60 against 50 (lowest 58 against 46) and
-    # ScienceQA-toy 83 against 76, GQA / POPE unchanged (README, "depends on the seed")
+    # ScienceQA-toy 83 against 76, GQA / POPE unchanged (docs/research/toy-llava-training.md)
     mc_steps: int = 6000
     mc_batch: int = 32
     mc_lr: float = 5e-4
     # wsd: constant, then a linear cool-down over the last mc_cooldown_steps. Cosine decay
     # from 1e-3 over 3000 steps left the check half learned; constant without the
-    # cool-down ended worse on every task but ScienceQA (README)
+    # cool-down ended worse on every task but ScienceQA (docs/research/toy-llava-training.md)
     mc_schedule: str = "wsd"
     mc_cooldown_steps: int = 1200
     mc_option_check_loss: bool = True
@@ -313,7 +314,7 @@ def machine_description() -> dict[str, str]:
     The same code and library versions train other floats on another CPU: the previous
     shipped weights' first 100 vision steps logged loss 2.54775 on the machine that trained
     them and 2.5620 on a later one (Xeon model 207), under both transformers 5.23 and 5.25
-    (README, "Bit for bit").
+    (docs/research/bit-for-bit.md).
     """
     fields: dict[str, str] = {}
     try:

@@ -3,7 +3,7 @@
 ``harness train toy-llava`` reads the shipped folder before it trains (the run may write
 over it) and compares afterwards: the weights file byte for byte, then, when they differ,
 the conditions both ``training.json`` files record (seed, recipe, torch / transformers
-versions, CPU). Bit-for-bit equality needs all of them equal (README, "Bit for bit").
+versions, CPU). Bit-for-bit equality needs all of them equal (docs/research/bit-for-bit.md).
 """
 
 from __future__ import annotations
@@ -79,5 +79,5 @@ def describe(report: dict[str, Any], name: str) -> str:
     return (
         f"{WEIGHTS_FILE} differs from the shipped {name} ({report['reference']}), {why}. "
         "Bit for bit needs the same recipe, seed, torch and transformers and the same kind "
-        "of CPU (README, 'Bit for bit')."
+        "of CPU (docs/research/bit-for-bit.md)."
     )

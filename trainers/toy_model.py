@@ -78,7 +78,8 @@ class TinyLlavaSpec:
     max_positions: int = 1024
     rope_theta: float = 10000.0
     # lm_head shares the input embedding matrix (as in many small LMs;
-    # not LLaVA-1.5's Vicuna). Tried for toy-llava's multiple choice, not adopted (README).
+    # not LLaVA-1.5's Vicuna). Tried for toy-llava's multiple choice, not adopted
+    # (docs/research/toy-llava-multiple-choice.md).
     tie_word_embeddings: bool = False
 
     @property

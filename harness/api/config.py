@@ -64,7 +64,8 @@ class JudgeSpec(_Strict):
 
 
 class ExportSpec(_Strict):
-    format: str = Field(description="writer name in harness.results.export")
+    format: str = Field(description="the eval server's format (shown by `harness tasks`)")
+    writer: Hook = Field(description="hook that writes the file (harness.results.export)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 

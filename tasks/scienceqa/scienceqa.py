@@ -297,13 +297,19 @@ def aggregate(cols: dict[str, np.ndarray]) -> dict[str, float]:
 
 # -- LLaVA result file ------------------------------------------------------------------------
 def read_result_file(path: Path | str) -> list[Prediction]:
-    """Predictions from an exported ``scienceqa_results`` file (its ``outputs`` map)."""
+    """Predictions from an exported ``scienceqa_results`` file (its ``outputs`` map), less
+    the ids its ``missing`` list names (their ``FAILED`` is a placeholder, not an answer)."""
     path = Path(path)
     data = read_json(path)
     outputs = require(data, "outputs", path, None, dict) if isinstance(data, dict) else None
     if outputs is None:
         raise DataFileError(f"{path}: expected a JSON object with an 'outputs' map")
+    missing = data.get("missing", [])
+    if not isinstance(missing, list):
+        raise DataFileError(f"{path}: field 'missing': expected a list of question ids")
+    absent = {str(m) for m in missing}
     return [
         Prediction({"question_id": str(k), "text": str(v)}, str(v), str(path), i + 1)
         for i, (k, v) in enumerate(outputs.items())
+        if str(k) not in absent
     ]

@@ -193,7 +193,7 @@ def lookup_questions(n: int, rng: random.Random, max_options: int = 4) -> list[T
 
     Only the option -> letter binding has to be learned (the layout of ScienceQA and
     MMBench prompts: a letter, a dot, the option). The data of
-    ``experimental/mc_lookup_probe.py``; not part of toy-llava's training (README)."""
+    ``experimental/mc_lookup_probe.py``; not part of toy-llava's training (docs/research/toy-llava-multiple-choice.md)."""
     out = []
     for _ in range(n):
         choices = rng.sample(rng.choice(LOOKUP_POOLS), rng.randint(2, max_options))

@@ -9,8 +9,14 @@ Layout (one JSON object)::
       "results": {"4": 1, ...},      # id -> predicted choice index, -1 when the parsed
                                      #   letter is FAILED or beyond the choices (official)
       "outputs": {"4": "B", ...},    # id -> raw model text ("FAILED" when missing)
-      "img_acc": 71.64, "img_correct": 1445, "img_count": 2017   # additions: IMG subset
+      "img_acc": 71.64, "img_correct": 1445, "img_count": 2017,  # additions: IMG subset
+      "missing": ["17", ...]   # addition: ids without an answer (their outputs say FAILED)
     }
+
+A document without an answer counts as wrong in ``acc`` and is left out of the IMG
+subset, as ``eval_science_qa.py`` scores it (its placeholder prompt holds no
+``<image>``) and as ``harness score`` does; ``missing`` lets the file be scored again
+to the same numbers.
 
 ``results`` holds choice indices as the official file does (not letters).
 :func:`harness.tasks.scienceqa.scienceqa.read_result_file` reads ``outputs``
@@ -27,7 +33,7 @@ from typing import Any
 import jsonschema
 
 from harness.errors import HarnessError
-from harness.results.export.common import write_json_atomic
+from harness.submission import write_json_atomic
 from harness.tasks.scienceqa.scienceqa import FAILED, LETTERS, parse_letter, pred_index
 
 SCHEMA: dict[str, Any] = {
@@ -46,24 +52,29 @@ SCHEMA: dict[str, Any] = {
         "img_acc": {"type": ["number", "null"]},
         "img_correct": {"type": "integer", "minimum": 0},
         "img_count": {"type": "integer", "minimum": 0},
+        "missing": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
     },
 }
 
 
 def build_result(docs: list[dict[str, Any]], outputs: Mapping[str, str]) -> dict[str, Any]:
-    """The result object for ``docs``; a document without output is scored as FAILED."""
+    """The result object for ``docs``; a document without output is scored as FAILED and
+    left out of the IMG subset (see the module docstring)."""
     results: dict[str, int] = {}
     texts: dict[str, str] = {}
     correct = img_correct = img_count = 0
+    missing = []
     for doc in docs:
-        text = outputs.get(doc["doc_id"])
-        text = FAILED if text is None else text
+        answer = outputs.get(doc["doc_id"])
+        text = FAILED if answer is None else answer
         idx = pred_index(parse_letter(text), int(doc["n_choices"]))
         right = idx == LETTERS.index(doc["answer"])
         results[doc["doc_id"]] = idx
         texts[doc["doc_id"]] = text
         correct += right
-        if doc["has_image"]:
+        if answer is None:
+            missing.append(doc["doc_id"])
+        elif doc["has_image"]:
             img_count += 1
             img_correct += right
     count = len(docs)
@@ -76,6 +87,7 @@ def build_result(docs: list[dict[str, Any]], outputs: Mapping[str, str]) -> dict
         "img_acc": img_correct / img_count * 100 if img_count else None,
         "img_correct": img_correct,
         "img_count": img_count,
+        "missing": missing,
     }
 
 

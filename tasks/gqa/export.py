@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from harness.results.export.common import validate_rows, write_json_atomic
+from harness.submission import validate_rows, write_json_atomic
 from harness.tasks.gqa.gqa import prediction
 
 GQA_SCHEMA: dict[str, Any] = {

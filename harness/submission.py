@@ -1,4 +1,7 @@
-"""Helpers every export writer shares: schema validation with row-level errors, atomic writes."""
+"""What every eval-server submission writer shares: schema validation that names the
+first bad row and field, and atomic writes (temporary file + rename), so a failed export
+never leaves a partial file. The writers themselves are task hooks
+(``export: {writer: !hook ...}`` in a task's YAML, e.g. ``tasks/gqa/export.py``)."""
 
 from __future__ import annotations
 
