@@ -9,6 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,29 @@ def validate_rows(
             seen[key] = i
 
 
-def write_json_atomic(rows: Any, out: Path) -> None:
-    """Write ``rows`` as JSON to a temporary file next to ``out``, then rename it onto ``out``."""
+@contextlib.contextmanager
+def atomic_output(out: Path) -> Iterator[Path]:
+    """A temporary path next to ``out`` to write (and check) the file at; renamed onto ``out``
+    when the block ends without an error, removed otherwise, so ``out`` is never partial."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    # the temporary name keeps the suffix: some writers (openpyxl) pick the format by it
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".tmp{out.suffix}", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(rows, fh)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            tmp.unlink()
         raise
+
+
+def write_json_atomic(rows: Any, out: Path) -> None:
+    """Write ``rows`` as JSON to ``out`` atomically (:func:`atomic_output`)."""
+    with atomic_output(out) as tmp:
+        tmp.write_text(json.dumps(rows), encoding="utf-8")

@@ -87,6 +87,7 @@ class W4A16Linear(nn.Module):
         self.out_features = out_features
         self.group_size = group_size
         self.backend = backend
+        self.act_dtype = dtype  # the activations' dtype: the model's compute dtype
         groups = in_features // group_size
         words = out_features // PACK
         self.register_buffer(
@@ -113,16 +114,20 @@ class W4A16Linear(nn.Module):
         group_size: int,
         bias: torch.Tensor | None = None,
         backend: str = "auto",
+        dtype: torch.dtype | None = None,
     ) -> W4A16Linear:
+        """From AWQ tensors; ``dtype``: the activations' (and bias's) dtype, by default the
+        bias's, else fp16."""
         k, n = check_awq_tensors(qweight, qzeros, scales, group_size, bias)
-        bias_dtype = bias.dtype if bias is not None else torch.float16
+        if dtype is None:
+            dtype = bias.dtype if bias is not None else torch.float16
         mod = cls(
             k,
             n,
             group_size,
             bias=bias is not None,
             device=qweight.device,
-            dtype=bias_dtype,
+            dtype=dtype,
             backend=backend,
         )
         mod.qweight.copy_(qweight)
@@ -144,7 +149,7 @@ class W4A16Linear(nn.Module):
         packed = pack_awq(qw, bias=bias)
         b = packed.bias.to(dtype) if packed.bias is not None else None
         return cls.from_packed(
-            packed.qweight, packed.qzeros, packed.scales, packed.group_size, b, backend
+            packed.qweight, packed.qzeros, packed.scales, packed.group_size, b, backend, dtype
         )
 
     @classmethod
@@ -197,7 +202,12 @@ class W4A16Linear(nn.Module):
         recorded with cached outputs, since the two paths round differently."""
         if self.backend == "torch" or self.qweight.device.type != "cuda":
             return "w4a16-torch"
-        return "w4a16-triton" if _triton_module() is not None else "w4a16-torch"
+        tw = _triton_module()
+        if tw is None:
+            return "w4a16-torch"
+        probe = torch.empty(0, self.in_features, device=self.qweight.device, dtype=self.act_dtype)
+        ok, _ = tw.supported(probe, self.out_features, self.group_size)
+        return "w4a16-triton" if ok else "w4a16-torch"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._use_triton(x):

@@ -253,15 +253,23 @@ class HFAdapter(VisionLanguageModel):
         """Longest first (the evaluator batches in this order), so padding stays small."""
         return (-len(request.visuals), -len(request.prompt))
 
-    # -- generation --------------------------------------------------------------
-    def generate(self, requests: Sequence[Request]) -> list[Output]:
-        outputs: list[Output | None] = [None] * len(requests)
-        ready: list[tuple[int, Request, Any]] = []
+    def _with_visuals(
+        self, requests: Sequence[Any], outputs: list[Any]
+    ) -> list[tuple[int, Any, Any]]:
+        """``(index, request, visuals)`` of the requests whose visuals could be read; each
+        other request's slot in ``outputs`` gets a Failure naming the unreadable file."""
+        ready = []
         for i, request in enumerate(requests):
             try:
                 ready.append((i, request, self.load_visuals(request)))
             except DataFileError as exc:
                 outputs[i] = Failure(str(exc))
+        return ready
+
+    # -- generation --------------------------------------------------------------
+    def generate(self, requests: Sequence[Request]) -> list[Output]:
+        outputs: list[Output | None] = [None] * len(requests)
+        ready = self._with_visuals(requests, outputs)
         groups: dict[str, list[tuple[int, Request, Any]]] = {}
         for item in ready:
             key = json.dumps(item[1].gen_kwargs, sort_keys=True, default=str)
@@ -288,12 +296,7 @@ class HFAdapter(VisionLanguageModel):
         tokens of the whole text tokenized together, as lm-evaluation-harness splits them.
         """
         outputs: list[LoglikelihoodOutput | None] = [None] * len(requests)
-        ready: list[tuple[int, LoglikelihoodRequest, Any]] = []
-        for i, request in enumerate(requests):
-            try:
-                ready.append((i, request, self.load_visuals(request)))
-            except DataFileError as exc:
-                outputs[i] = Failure(str(exc))
+        ready = self._with_visuals(requests, outputs)
         if ready:
             batch = [r for _, r, _ in ready]
             visuals = [v for _, _, v in ready]

@@ -14,7 +14,7 @@ requests; the processor output always carries ``mm_token_type_ids`` (computed
 here when a processor does not return it: Qwen2-VL raises without it and
 Qwen2.5-VL silently falls back to 1-D positions).
 
-Options (registry ``options`` / ``--model-option``): ``num_frames`` (default 8,
+Options (registry ``options``; ``--num-frames`` sets ``num_frames``): ``num_frames`` (default 8,
 rounded to the temporal patch size by the processor), ``min_pixels``,
 ``max_pixels`` (images and video frames), ``video_pixel_cap`` (default true:
 qwen-vl-utils' per-frame pixel budget for videos).
@@ -187,7 +187,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> Q
             f"model {entry.name}: {path} holds model_type {config.model_type!r}; "
             f"the qwen_vl adapter loads {', '.join(sorted(MODEL_CLASSES))}"
         )
-    model = getattr(transformers, class_name).from_pretrained(path, dtype=dtype).to(device)
+    model = getattr(transformers, class_name).from_pretrained(path, dtype=dtype, device_map=device)
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"
     set_pixel_bounds(processor, options.get("min_pixels"), options.get("max_pixels"))

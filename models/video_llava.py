@@ -129,7 +129,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> V
             f"model {entry.name}: {path}/config.json has model_type "
             f"{config.get('model_type')!r}, expected 'video_llava'{hint}"
         )
-    model = VideoLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+    model = VideoLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=device)
     processor = VideoLlavaProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"
     num_frames = int(entry.options.get("num_frames", DEFAULT_FRAMES))

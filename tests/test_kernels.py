@@ -399,3 +399,16 @@ def test_triton_gpu_group_sizes_and_linear(g):
 
 if __name__ == "__main__" and "--interp-worker" in sys.argv:
     _interp_worker()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_recorded_kernel_backend_is_the_path_forward_takes(dtype):
+    # the fingerprint records kernel_backend; it must name the path the outputs came from
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    linear = torch.nn.Linear(128, 64, bias=False).to(device=device, dtype=dtype)
+    layer = W4A16Linear.from_linear(linear, group_size=32, dtype=dtype)
+    assert layer.act_dtype == dtype
+    layer(torch.randn(2, 128, device=device, dtype=dtype))
+    assert layer.kernel_backend == f"w4a16-{layer.last_backend}"
+    if device == "cpu" or dtype == torch.float32:
+        assert layer.kernel_backend == "w4a16-torch"

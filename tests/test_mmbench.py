@@ -9,7 +9,7 @@ import math
 import pytest
 from openpyxl import load_workbook
 
-from harness.errors import DataFileError
+from harness.errors import DataFileError, HarnessError
 from harness.judge import JudgeReply
 from harness.results.export import export_task
 from harness.scoring import score_outputs, score_predictions
@@ -288,3 +288,28 @@ def test_tsv_export_drops_columns(tmp_path):
     assert rows[3] == (2, "What animal?", "cat", "dog", "bird", None, "B", "B", "dev")
     again = score_predictions("mmbench_en_dev", out, tmp_path, n_boot=0)
     assert again.score.metrics["accuracy"] == 50.0
+
+
+def test_a_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    from harness.tasks.mmbench import export as mmbench_export
+
+    _tsv(tmp_path, _rows())
+    task = get_task("mmbench_en_dev")
+    docs, files = task.load_docs(tmp_path)
+    out = tmp_path / "out" / "upload.xlsx"
+    outputs = {"1": "A", "1000001": "B", "2": "B", "1000002": "B"}
+
+    def unreadable(path, *args):
+        raise HarnessError(f"{args[-1]}: written MMBench xlsx cannot be read back (test)")
+
+    monkeypatch.setattr(mmbench_export, "_validate", unreadable)
+    with pytest.raises(HarnessError, match="upload.xlsx: written MMBench xlsx"):
+        export_task(task, docs, outputs, out, files)
+    assert list(out.parent.iterdir()) == []  # neither the file nor a temporary one
+    monkeypatch.undo()
+    export_task(task, docs, outputs, out, files)
+    before = out.read_bytes()
+    monkeypatch.setattr(mmbench_export, "_validate", unreadable)
+    with pytest.raises(HarnessError):
+        export_task(task, docs, {**outputs, "2": "C"}, out, files)
+    assert out.read_bytes() == before and list(out.parent.iterdir()) == [out]

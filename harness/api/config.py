@@ -65,7 +65,7 @@ class JudgeSpec(_Strict):
 
 class ExportSpec(_Strict):
     format: str = Field(description="the eval server's format (shown by `harness tasks`)")
-    writer: Hook = Field(description="hook that writes the file (harness.results.export)")
+    writer: Hook = Field(description="hook that writes the file (tasks/<bench>/export.py)")
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -111,9 +111,6 @@ class TaskConfig(_Strict):
     process_results: Hook
     aggregate: Hook
     metrics: list[MetricSpec]
-    sample_score: str = Field(
-        default="correct", description="per-sample field used by paired tests (gate)"
-    )
     bootstrap_unit: str = Field(
         default="doc_id", description="per-sample field whose values are resampled together"
     )

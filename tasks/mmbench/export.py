@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.submission import atomic_output
 from harness.tasks.mmbench.mmbench import cell_text, read_table
 
 DROPPED = ("hint", "category", "source", "image", "comment", "l2-category", "prediction")
@@ -88,17 +89,23 @@ def write_mmbench_xlsx(
         values = [prediction if c == "prediction" else _cell(c, row.get(c)) for c in columns]
         sheet.append([_text_cell(sheet, v) for v in values])
     out = Path(out)
-    workbook.save(out)
-    _validate(out, columns, expected, load_workbook)
+    with atomic_output(out) as tmp:  # checked before it replaces out: no partial file
+        workbook.save(tmp)
+        _validate(tmp, columns, expected, load_workbook, out)
     return len(rows)
 
 
 def _validate(
-    out: Path, columns: list[str], expected: list[str | None], load_workbook: Any
+    path: Path,
+    columns: list[str],
+    expected: list[str | None],
+    load_workbook: Any,
+    out: Path,
 ) -> None:
-    """Read the file back: same header, one row per data row, predictions as written."""
+    """Read the file at ``path`` back: same header, one row per data row, predictions as
+    written (errors name ``out``, the file being written)."""
     try:
-        book = load_workbook(out, read_only=True)
+        book = load_workbook(path, read_only=True)
     except Exception as exc:  # openpyxl raises many types for a bad workbook
         raise HarnessError(f"{out}: written MMBench xlsx cannot be read back ({exc})") from None
     try:
