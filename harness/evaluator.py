@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.api.model import VisionLanguageModel
+from harness.api.profile import EvalProfile
 from harness.api.requests import (
     Failure,
     Loglikelihood,
@@ -206,12 +207,41 @@ class Prepared:
     family: str | None
     tasks: list[PreparedTask]
     limited: bool  # --limit cut at least one task
+    profile: str | None = None  # name of the eval profile the requests were built with
+
+
+def request_gen_kwargs(
+    task: Task, profile: EvalProfile | None, overrides: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The generation settings a task's requests carry on top of its ``generation_kwargs``:
+    the eval profile's for this task (what the model's authors passed), then ``--gen``. A
+    sampled protocol always records its seed (0 unless one is given)."""
+    kwargs = profile.generation_for(task.name, task.config.tag) if profile is not None else {}
+    kwargs.update(overrides)
+    merged = {**task.config.generation_kwargs, **kwargs}
+    temperature = float(merged.get("temperature") or 0.0)
+    sampled = temperature > 0 and merged.get("do_sample", True) is not False
+    if "temperature" in kwargs and temperature > 0 and "do_sample" not in kwargs:
+        kwargs["do_sample"] = True  # the task's do_sample: false came with its temperature 0
+    if "temperature" in kwargs and temperature == 0 and merged.get("do_sample"):
+        kwargs["do_sample"] = False
+    if sampled and "seed" not in merged:
+        kwargs["seed"] = 0
+    return kwargs
 
 
 def prepare(
-    task_names: str | Sequence[str], config: EvalConfig, family: str | None = None
+    task_names: str | Sequence[str],
+    config: EvalConfig,
+    family: str | None = None,
+    profile: EvalProfile | None = None,
 ) -> Prepared:
-    """Load documents, build requests and check flags and visuals; raises before any work."""
+    """Load documents, build requests and check flags and visuals; raises before any work.
+
+    With an eval ``profile``, its prompt family picks the tasks' prompt variants and its
+    generation settings apply per task (see :func:`request_gen_kwargs`)."""
+    if profile is not None:
+        family = profile.prompt_family
     registry = default_registry()
     names = registry.expand(task_names if isinstance(task_names, str) else list(task_names))
     if not names:
@@ -229,7 +259,8 @@ def prepare(
         docs, files = task.load_docs(config.data_root, config.data_files.get(name))
         if config.limit is not None and config.limit < len(docs):
             docs, limited = docs[: config.limit], True
-        requests = task.build_requests(docs, config.data_root, family, gen_overrides)
+        kwargs = request_gen_kwargs(task, profile, gen_overrides)
+        requests = task.build_requests(docs, config.data_root, family, kwargs)
         check_visuals(task, requests)
         prepared.append(PreparedTask(task, docs, files, requests))
     if config.num_frames is not None and not any(r.has_video for p in prepared for r in p.requests):
@@ -237,7 +268,7 @@ def prepare(
             f"--num-frames {config.num_frames}: none of the tasks ({', '.join(names)}) has a "
             "video to sample frames from"
         )
-    return Prepared(names, family, prepared, limited)
+    return Prepared(names, family, prepared, limited, profile.name if profile else None)
 
 
 def _generate(
@@ -325,8 +356,14 @@ def evaluate(
     made for the model's family; otherwise the tasks are prepared here."""
     config = config or EvalConfig()
     registry = default_registry()
-    if prepared is None or prepared.family != model.family:
-        prepared = prepare(task_names, config, model.family)
+    profile = getattr(model, "profile", None)
+    family = profile.prompt_family if profile is not None else model.family
+    if (
+        prepared is None
+        or prepared.family != family
+        or prepared.profile != (profile.name if profile else None)
+    ):
+        prepared = prepare(task_names, config, model.family, profile)
     limited = prepared.limited
     fingerprint = model.fingerprint()
     settings = model.settings()

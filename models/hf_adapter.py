@@ -188,6 +188,44 @@ def generation_args(gen_kwargs: Mapping[str, Any]) -> dict[str, Any]:
     return args
 
 
+def stop_strings(gen_kwargs: Mapping[str, Any]) -> list[str]:
+    stop = gen_kwargs.get("stop") or []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The text before the first stop string, stripped (LLaVA's eval scripts strip the output,
+    drop a trailing ``stop_str`` and strip again; generation stops at its first
+    occurrence, so cutting there is the same text)."""
+    cut = len(text)
+    for stop in stops:
+        at = text.find(stop)
+        if at != -1:
+            cut = min(cut, at)
+    return text[:cut].strip()
+
+
+class StopOnStrings:
+    """A ``StoppingCriteria``: a row is done once its new text contains a stop string (the
+    LLaVA code bases' ``KeywordsStoppingCriteria``, per row). The first call comes after the
+    first new token, so the prompt is everything before it (also when ``generate`` runs on
+    ``inputs_embeds`` and its ids hold only the new tokens)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stops = list(stops)
+        self.prompt_length: int | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
+        if self.prompt_length is None:
+            self.prompt_length = input_ids.shape[1] - 1
+        texts = self.tokenizer.batch_decode(
+            input_ids[:, self.prompt_length :], skip_special_tokens=True
+        )
+        done = [any(s in t for s in self.stops) for t in texts]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
 class HFAdapter(VisionLanguageModel):
     """Base class: subclasses set ``family`` and implement :meth:`encode`."""
 
@@ -223,7 +261,11 @@ class HFAdapter(VisionLanguageModel):
 
     def settings(self) -> dict[str, Any]:
         """Everything besides the weights that can change an output; part of the fingerprint."""
-        return {**self.info, "runtime": runtime_settings(self.model)}
+        out = {**self.info, "runtime": runtime_settings(self.model)}
+        profile = getattr(self, "profile", None)
+        if profile is not None:
+            out["profile"] = profile.settings()
+        return out
 
     def fingerprint(self) -> str:
         settings = json.dumps(self.settings(), sort_keys=True, default=str)
@@ -359,12 +401,20 @@ class HFAdapter(VisionLanguageModel):
         inputs = self.model_inputs(requests, visuals)
         tok = self.tokenizer
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        out = self.model.generate(
-            **inputs, **generation_args(requests[0].gen_kwargs), pad_token_id=pad_id
-        )
-        new_tokens = out[:, inputs["input_ids"].shape[1] :]
-        texts = tok.batch_decode(new_tokens, skip_special_tokens=True)
-        return [t.strip() for t in texts]
+        gen_kwargs = requests[0].gen_kwargs
+        args = generation_args(gen_kwargs)
+        stops = stop_strings(gen_kwargs)
+        width = inputs["input_ids"].shape[1]
+        if stops:
+            from transformers import StoppingCriteriaList
+
+            args["stopping_criteria"] = StoppingCriteriaList([StopOnStrings(tok, stops)])
+        if args["do_sample"]:
+            # seeded before every batch: the same batches give the same samples
+            torch.manual_seed(int(gen_kwargs.get("seed", 0)))
+        out = self.model.generate(**inputs, **args, pad_token_id=pad_id)
+        texts = tok.batch_decode(out[:, width:], skip_special_tokens=True)
+        return [cut_at_stop(t, stops) for t in texts]
 
 
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:

@@ -26,12 +26,14 @@ from typing import Any
 
 import torch
 
+from harness.api.profile import EvalProfile
 from harness.api.requests import Request
 from harness.errors import HarnessError
 from harness.media import is_video, load_image, sample_frames
 from harness.models.chat import get_template
 from harness.models.hf_adapter import HFAdapter, fingerprint_files, image_token_check
 from harness.models.images import expand_to_square
+from harness.models.prompting import num_frames, render_prompt
 from harness.models.registry import ModelEntry
 
 IMAGE_PLACEHOLDER = "<image>"
@@ -121,14 +123,19 @@ class LlavaAdapter(HFAdapter):
         fingerprint: str | None = None,
         device: str | None = None,
         info: dict[str, Any] | None = None,
+        profile: EvalProfile | None = None,
+        checkpoint_aspect: str | None = None,
     ) -> None:
         super().__init__(name, model, processor, fingerprint=fingerprint, device=device, info=info)
         self.template = get_template(template)
-        self.image_aspect = image_aspect or "processor"
-        if self.image_aspect not in {"pad", "resize", "processor", "crop"}:
-            raise HarnessError(
-                f"model {name}: image_aspect {self.image_aspect!r}: expected pad, resize or crop"
-            )
+        self.profile = profile
+        # the checkpoint config's image_aspect_ratio: what a profile's "checkpoint" means
+        self.checkpoint_aspect = checkpoint_aspect
+        # an explicit aspect (registry option / adapter argument) wins over the profile's
+        self.forced_aspect = image_aspect
+        self.image_aspect = self._resolve_aspect(
+            image_aspect or (profile.image.settings.get("aspect") if profile else None)
+        )
         self.num_frames = int(num_frames)
         self.split_prompt = split_prompt
         config = getattr(model, "config", None)
@@ -149,6 +156,24 @@ class LlavaAdapter(HFAdapter):
             }
         )
 
+    def _resolve_aspect(self, aspect: Any) -> str:
+        if aspect == "checkpoint":
+            aspect = self.checkpoint_aspect
+        aspect = aspect if aspect in {"pad", "resize", "crop"} else "processor"
+        return aspect
+
+    def aspect_for(self, request: Request) -> str:
+        """The image preprocessing for a request (the profile may set it per benchmark)."""
+        if self.forced_aspect or self.profile is None:
+            return self.image_aspect
+        return self._resolve_aspect(self.profile.image_for(request.task).get("aspect"))
+
+    def template_for(self, request: Request) -> Any:
+        if self.profile is None:
+            return self.template
+        name = self.profile.template_for(request.task).get("template")
+        return get_template(str(name)) if name else self.template
+
     @property
     def image_processor(self) -> Any:
         return getattr(self.processor, "image_processor", self.processor)
@@ -164,24 +189,30 @@ class LlavaAdapter(HFAdapter):
         return images
 
     def prompt(self, request: Request, n_images: int) -> str:
-        return self.template.prompt(request.prompt, [IMAGE_PLACEHOLDER] * n_images)
+        return self.template_for(request).prompt(request.prompt, [IMAGE_PLACEHOLDER] * n_images)
 
     def rendered_prompt(self, request: Request) -> str:
+        if self.profile is not None:
+            return render_prompt(self.profile, request, self.num_frames)
         n_images = sum(self.num_frames if is_video(v) else 1 for v in request.visuals)
         return self.prompt(request, n_images)
 
-    def prepare_image(self, image: Any) -> Any:
+    def prepare_image(self, image: Any, aspect: str | None = None) -> Any:
         """The aspect-ratio step that runs before the processor."""
-        if self.image_aspect == "pad":
+        aspect = aspect or self.image_aspect
+        if aspect == "pad":
             return expand_to_square(image, self.image_processor.image_mean)
-        if self.image_aspect == "resize":
+        if aspect == "resize":
             size = square_size(self.image_processor)
             return image if image.size == size else image.resize(size)
         return image
 
-    def pixel_values(self, images: Sequence[Any]) -> torch.Tensor:
+    def pixel_values(
+        self, images: Sequence[Any], aspects: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """Processor pixels for loaded images, after the aspect-ratio step."""
-        prepared = [self.prepare_image(img) for img in images]
+        aspects = aspects or [self.image_aspect] * len(images)
+        prepared = [self.prepare_image(img, a) for img, a in zip(images, aspects, strict=True)]
         return self.image_processor(images=prepared, return_tensors="pt")["pixel_values"]
 
     def encode(
@@ -194,6 +225,7 @@ class LlavaAdapter(HFAdapter):
         if continuations is not None:
             prompts = [p + c for p, c in zip(prompts, continuations, strict=True)]
         images = [img for v in visuals for img in v]
+        aspects = [self.aspect_for(r) for r, v in zip(requests, visuals, strict=True) for _ in v]
         tok = self.tokenizer
         if self.split_prompt:
             pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -203,9 +235,9 @@ class LlavaAdapter(HFAdapter):
             ]
             batch: dict[str, Any] = left_pad(ids, pad_id)
             if images:
-                batch["pixel_values"] = self.pixel_values(images)
+                batch["pixel_values"] = self.pixel_values(images, aspects)
         else:
-            prepared = [self.prepare_image(img) for img in images]
+            prepared = [self.prepare_image(img, a) for img, a in zip(images, aspects, strict=True)]
             batch = dict(
                 self.processor(
                     text=prompts, images=prepared or None, return_tensors="pt", padding=True
@@ -241,15 +273,20 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> L
     processor.image_processor = AutoImageProcessor.from_pretrained(path, backend=backend)
     processor.tokenizer.padding_side = "left"
     model = LlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=device)
+    profile = entry.eval_profile
+    # tokenizer_image_token (the original eval): the text around <image> tokenized apart
+    chunks = profile.template.settings.get("tokenization") == "chunks"
     return LlavaAdapter(
         entry.name,
         model,
         processor,
-        template=entry.template or "llava_hf",
+        template=str(profile.template.settings["template"]),
         image_aspect=options.get("image_aspect"),
-        num_frames=options.get("num_frames", DEFAULT_FRAMES),
+        num_frames=options.get("num_frames", num_frames(profile)),
+        split_prompt=chunks,
         fingerprint=fingerprint_files(path),
         info={"weights": "llava_hf"},
+        profile=profile,
     )
 
 
@@ -267,14 +304,16 @@ def load_original(
         dtype=dtype,
         image_backend=options.get("image_backend", "pil"),
     )
-    aspect = options.get("image_aspect") or converted.info.get("image_aspect_ratio")
+    profile = entry.eval_profile
     return LlavaAdapter(
         entry.name,
         converted.model,
         converted.processor,
-        template=entry.template or "vicuna_v1",
-        image_aspect=aspect if aspect in {"pad", "resize"} else None,
-        num_frames=options.get("num_frames", DEFAULT_FRAMES),
+        template=str(profile.template.settings["template"]),
+        image_aspect=options.get("image_aspect"),
+        checkpoint_aspect=converted.info.get("image_aspect_ratio"),
+        profile=profile,
+        num_frames=options.get("num_frames", num_frames(profile)),
         split_prompt=True,
         image_token_id=converted.image_token_id,
         fingerprint=fingerprint_folders(converted.folders),

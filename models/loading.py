@@ -112,4 +112,6 @@ def load_model(
             f"checkpoint for this adapter (--adapter, --model-path)."
         ) from exc
     adapter.entry = entry  # quantizers read registry options (e.g. calibration texts)
+    if getattr(adapter, "profile", None) is None:
+        adapter.profile = entry.eval_profile  # per-task generation settings, fingerprint
     return adapter

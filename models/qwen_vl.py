@@ -22,19 +22,24 @@ qwen-vl-utils' per-frame pixel budget for videos).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.api.profile import EvalProfile
 from harness.api.requests import Request
 from harness.errors import DataFileError, HarnessError
 from harness.media import frame_indices, is_video, load_image, sample_frames
 from harness.models.hf_adapter import HFAdapter, fingerprint_files
+from harness.models.prompting import num_frames as profile_frames
 from harness.models.registry import ModelEntry
 
 DEFAULT_FRAMES = 8
+
+log = logging.getLogger(__name__)
 
 MODEL_CLASSES = {
     "qwen2_vl": "Qwen2VLForConditionalGeneration",
@@ -90,8 +95,15 @@ def set_pixel_bounds(processor: Any, min_pixels: Any = None, max_pixels: Any = N
 class QwenVLAdapter(HFAdapter):
     family = "qwen"
 
-    def __init__(self, *args: Any, num_frames: int = DEFAULT_FRAMES, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        num_frames: int = DEFAULT_FRAMES,
+        profile: EvalProfile | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.profile = profile
         self.num_frames = int(num_frames)
         tok = self.tokenizer
         config = self.model.config
@@ -129,6 +141,26 @@ class QwenVLAdapter(HFAdapter):
                 messages, tokenize=False, add_generation_prompt=True
             )
         raise HarnessError(f"model {self.name}: the processor and tokenizer have no chat template")
+
+    def check_template(self) -> str:
+        """Whether the checkpoint's chat template renders what the eval profile says (the
+        profile's copy is what ``harness prompts`` shows); ``matched`` or the difference."""
+        from harness.api.requests import Request as _Request
+        from harness.models.prompting import render_prompt
+
+        if self.profile is None:
+            return "no profile"
+        probe = _Request("probe", "probe", "What is shown?", ("x.jpg", "y.mp4"))
+        kinds = [("image", None, None), ("video", None, None)]
+        ours = render_prompt(self.profile, probe, self.num_frames)
+        theirs = self.prompt_text(probe, kinds)
+        if ours == theirs:
+            return "matched"
+        log.warning(
+            f"model {self.name}: the checkpoint's chat template renders {theirs!r}, the eval "
+            f"profile {ours!r}; the checkpoint's is used"
+        )
+        return "differs from the profile (the checkpoint's is used)"
 
     def rendered_prompt(self, request: Request) -> str:
         kinds = [("video" if is_video(v) else "image", None, None) for v in request.visuals]
@@ -191,7 +223,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> Q
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"
     set_pixel_bounds(processor, options.get("min_pixels"), options.get("max_pixels"))
-    num_frames = int(options.get("num_frames", DEFAULT_FRAMES))
+    num_frames = int(options.get("num_frames", profile_frames(entry.eval_profile)))
     image_size = processor.image_processor.size
     video_proc = getattr(processor, "video_processor", None)
     info = {
@@ -207,7 +239,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> Q
     if video_proc is not None:
         info["video_min_pixels"] = video_proc.size["shortest_edge"]
         info["video_max_pixels"] = video_proc.size["longest_edge"]
-    return QwenVLAdapter(
+    adapter = QwenVLAdapter(
         entry.name,
         model,
         processor,
@@ -215,4 +247,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> Q
         device=device,
         info=info,
         num_frames=num_frames,
+        profile=entry.eval_profile,
     )
+    adapter.info["template_check"] = adapter.check_template()
+    return adapter

@@ -37,12 +37,15 @@ from typing import Any
 
 import torch
 
+from harness.api.profile import EvalProfile
 from harness.api.requests import Request
 from harness.errors import HarnessError
 from harness.media import is_video, load_image, sample_frames
 from harness.models.chat import get_template
 from harness.models.hf_adapter import HFAdapter, fingerprint_files
 from harness.models.images import expand_to_square
+from harness.models.prompting import num_frames as profile_frames
+from harness.models.prompting import render_prompt
 from harness.models.registry import ModelEntry
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,42 @@ def load_media(request: Request, num_frames: int) -> list[tuple[str, Any]]:
     return items
 
 
+def video_transform(
+    frames: Sequence[Any], mean: Sequence[float], std: Sequence[float], size: int = 224
+) -> torch.Tensor:
+    """Video-LLaVA's eval video transform, ``(T, 3, size, size)``.
+
+    PKU-YuanGroup/Video-LLaVA@984e65b videollava/model/multimodal_encoder/languagebind/
+    video/processing_video.py:get_video_transform: frames as a ``(C, T, H, W)`` float
+    tensor, ``/ 255``, ``NormalizeVideo(mean, std)``, pytorchvideo ``ShortSideScale(size)``
+    (the short side to ``size``, the long side ``floor(long / short * size)``,
+    ``interpolate(mode="bilinear", align_corners=False)``), ``CenterCropVideo(size)``
+    (offsets ``round((h - size) / 2)``). Its ``RandomHorizontalFlipVideo(p=0.5)`` is left
+    out (unseeded random mirroring cannot be reproduced; see the eval profile).
+    """
+    import math
+
+    import numpy as np
+
+    arrays = [np.asarray(f.convert("RGB") if hasattr(f, "convert") else f) for f in frames]
+    x = torch.from_numpy(np.stack(arrays)).permute(3, 0, 1, 2).float() / 255.0
+    m = torch.tensor(list(mean), dtype=x.dtype)[:, None, None, None]
+    s = torch.tensor(list(std), dtype=x.dtype)[:, None, None, None]
+    x = (x - m) / s
+    _, _, h, w = x.shape
+    if w < h:
+        new_h, new_w = int(math.floor((float(h) / w) * size)), size
+    else:
+        new_h, new_w = size, int(math.floor((float(w) / h) * size))
+    x = torch.nn.functional.interpolate(
+        x, size=(new_h, new_w), mode="bilinear", align_corners=False
+    )
+    i = int(round((new_h - size) / 2.0))
+    j = int(round((new_w - size) / 2.0))
+    x = x[..., i : i + size, j : j + size]
+    return x.permute(1, 0, 2, 3).contiguous()
+
+
 def _check_left_padded(enc: Mapping[str, Any], name: str) -> None:
     mask = enc["attention_mask"]
     if bool((mask[:, -1] == 0).any()):
@@ -76,11 +115,20 @@ class VideoLlavaAdapter(HFAdapter):
     family = "video_llava"
 
     def __init__(
-        self, *args: Any, template: str = "vicuna_v1", num_frames: int = DEFAULT_FRAMES, **kw: Any
+        self,
+        *args: Any,
+        template: str = "llava_v1",
+        num_frames: int = DEFAULT_FRAMES,
+        profile: EvalProfile | None = None,
+        official_video_transform: bool = True,
+        **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.template = get_template(template)
         self.num_frames = int(num_frames)
+        self.profile = profile
+        # Video-LLaVA's own transform (bilinear short-side scale) instead of the processor's
+        self.official_video_transform = official_video_transform
         self.tokenizer.padding_side = "left"
 
     def load_visuals(self, request: Request) -> list[tuple[str, Any]]:
@@ -91,8 +139,18 @@ class VideoLlavaAdapter(HFAdapter):
         return self.template.prompt(request.prompt, media)
 
     def rendered_prompt(self, request: Request) -> str:
+        if self.profile is not None:
+            return render_prompt(self.profile, request, self.num_frames)
         kinds = [("video" if is_video(v) else "image", None) for v in request.visuals]
         return self.prompt(request, kinds)
+
+    def video_pixels(self, videos: Sequence[Any]) -> torch.Tensor:
+        """``(n_videos, T, 3, H, W)`` by Video-LLaVA's eval transform."""
+        proc = self.processor.video_processor
+        crop = dict(getattr(proc, "crop_size", None) or {}).get("height") or 224
+        return torch.stack(
+            [video_transform(v, proc.image_mean, proc.image_std, int(crop)) for v in videos]
+        )
 
     def encode(
         self,
@@ -112,6 +170,15 @@ class VideoLlavaAdapter(HFAdapter):
             kwargs["videos"] = videos
         self.tokenizer.padding_side = "left"
         enc = dict(self.processor(text=texts, **kwargs))
+        if videos and self.official_video_transform:
+            ours = self.video_pixels(videos)
+            theirs = enc["pixel_values_videos"]
+            if tuple(ours.shape) != tuple(theirs.shape):
+                raise HarnessError(
+                    f"model {self.name}: video pixels {tuple(ours.shape)} by Video-LLaVA's "
+                    f"transform, {tuple(theirs.shape)} expected by the processor"
+                )
+            enc["pixel_values_videos"] = ours.to(theirs.dtype)
         _check_left_padded(enc, self.name)
         return enc
 
@@ -132,14 +199,16 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> V
     model = VideoLlavaForConditionalGeneration.from_pretrained(path, dtype=dtype, device_map=device)
     processor = VideoLlavaProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"
-    num_frames = int(entry.options.get("num_frames", DEFAULT_FRAMES))
-    template = entry.template or "vicuna_v1"
+    profile = entry.eval_profile
+    num_frames = int(entry.options.get("num_frames", profile_frames(profile)))
+    template = str(profile.template.settings["template"])
     info = {
         "adapter": "video_llava",
         "template": template,
         "num_frames": num_frames,
         "frame_sampling": "linspace(0, n-1, num_frames), int-truncated, no flips",
-        "video_preprocess": _size_text(processor.video_processor),
+        "video_preprocess": "Video-LLaVA transform: /255, normalize, short side 224 "
+        "bilinear, centre crop 224",
         "image_preprocess": _size_text(processor.image_processor),
     }
     return VideoLlavaAdapter(
@@ -151,6 +220,7 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> V
         info=info,
         template=template,
         num_frames=num_frames,
+        profile=profile,
     )
 
 
@@ -186,13 +256,15 @@ class PooledVideoLlavaAdapter(HFAdapter):
         self,
         *args: Any,
         image_processor: Any,
-        template: str = "vicuna_v1",
+        template: str = "llava_v0",
         num_frames: int = DEFAULT_FRAMES,
         pad_to_square: bool = True,
+        profile: EvalProfile | None = None,
         **kw: Any,
     ) -> None:
         super().__init__(*args, **kw)
         self.image_processor = image_processor
+        self.profile = profile
         self.template = get_template(template)
         self.num_frames = int(num_frames)
         self.pad_to_square = pad_to_square
@@ -202,6 +274,8 @@ class PooledVideoLlavaAdapter(HFAdapter):
         return load_media(request, self.num_frames)
 
     def rendered_prompt(self, request: Request) -> str:
+        if self.profile is not None:
+            return render_prompt(self.profile, request, self.num_frames)
         return self.template.prompt(request.prompt, [IMAGE] * len(request.visuals))
 
     def pixel_values(self, frames: Sequence[Any]) -> torch.Tensor:
@@ -233,22 +307,28 @@ class PooledVideoLlavaAdapter(HFAdapter):
     ) -> dict[str, Any]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        texts: list[str] = []
+        from harness.models.llava import left_pad
+
+        tok = self.tokenizer
+        image_id = tok.convert_tokens_to_ids(IMAGE)
+        sequences: list[list[int]] = []
         features: list[torch.Tensor] = []
         tails = continuations if continuations is not None else [""] * len(requests)
         for request, media, tail in zip(requests, visuals, tails, strict=True):
             text = self.template.prompt(request.prompt, [IMAGE] * len(media)) + tail
+            # tokenizer_image_token (llava/mm_utils.py): the text around each <image> is
+            # tokenized apart, BOS on the first chunk only; the image's tokens go between
             head, *rest = text.split(IMAGE)
-            pieces = [head]
-            for (kind, item), tail in zip(media, rest, strict=True):
+            ids = list(tok(head).input_ids)
+            for (kind, item), chunk in zip(media, rest, strict=True):
                 feats = self.visual_tokens(kind, item)
                 features.append(feats)
-                pieces.append(IMAGE * feats.shape[0] + tail)
-            texts.append("".join(pieces))
-        self.tokenizer.padding_side = "left"
-        enc: dict[str, Any] = dict(self.tokenizer(texts, padding=True, return_tensors="pt"))
-        enc.pop("token_type_ids", None)
-        _check_left_padded(enc, self.name)
+                ids.extend([image_id] * feats.shape[0])
+                if chunk:
+                    ids.extend(tok(chunk, add_special_tokens=False).input_ids)
+            sequences.append(ids)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        enc: dict[str, Any] = left_pad(sequences, pad_id)
         if features:
             enc["mm_encoder_outputs"] = {
                 "image": BaseModelOutputWithPooling(pooler_output=features)
@@ -282,8 +362,9 @@ def load_original(
         path, vision_tower=entry.options.get("vision_tower"), device=device, dtype=dtype
     )
     processor = converted.processor
-    num_frames = int(entry.options.get("num_frames", DEFAULT_FRAMES))
-    template = entry.template or "vicuna_v1"
+    profile = entry.eval_profile
+    num_frames = int(entry.options.get("num_frames", profile_frames(profile)))
+    template = str(profile.template.settings["template"])
     aspect = entry.options.get("image_aspect", config.get("image_aspect_ratio") or "square")
     info = {
         **converted.info,
@@ -306,5 +387,6 @@ def load_original(
         image_processor=processor.image_processor,
         template=template,
         num_frames=num_frames,
+        profile=profile,
         pad_to_square=aspect == "pad",
     )

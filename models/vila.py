@@ -37,7 +37,8 @@ from harness.models.convert_llava import (
     vision_state_from_folder,
 )
 from harness.models.hf_adapter import positions_from_mask
-from harness.models.llava import DEFAULT_FRAMES, LlavaAdapter, fingerprint_folders
+from harness.models.llava import LlavaAdapter, fingerprint_folders
+from harness.models.prompting import num_frames as profile_frames
 from harness.models.registry import ModelEntry
 
 # The original code's placeholder id: never a vocabulary entry.
@@ -259,12 +260,38 @@ def _llava_state(
     return state
 
 
+def is_single_folder(path: Path) -> bool:
+    """The published VILA-7b/13b layout: one LLaVA-style folder (``LlavaLlamaForCausalLM``,
+    tower and projector weights inside), not VILA1.5's llm/ + vision_tower/ + mm_projector/."""
+    if (path / "llm").is_dir() or not (path / "config.json").is_file():
+        return False
+    config = json.loads((path / "config.json").read_text())
+    return "LlavaLlamaForCausalLM" in (config.get("architectures") or []) or bool(
+        config.get("mm_vision_tower")
+    )
+
+
 def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> LlavaAdapter:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     path = Path(path)
     options = dict(entry.options or {})
+    if is_single_folder(path):
+        # VILA-7b / VILA-13b (NVlabs/VILA@1c09a93): LLaVA-1.5's layout and code path
+        from harness.models.llava import load_original
+
+        adapter = load_original(entry, path, device=device, dtype=dtype)
+        adapter.info["weights"] = "vila_single_folder"
+        return adapter
     parts = vila_parts(path)
+    profile = entry.eval_profile
+    tower_config = _read_json(path / "vision_tower" / "config.json")
+    if str(tower_config.get("model_type", "")).startswith("intern"):
+        raise HarnessError(
+            f"model {entry.name}: {path}/vision_tower is {tower_config.get('model_type')} "
+            "(InternViT), which loads only with its remote code; not supported "
+            "(`harness prompts` shows this model's prompts)"
+        )
     projector = parts["projector"]
     tokenizer = AutoTokenizer.from_pretrained(path / "llm")
     tokenizer.padding_side = "left"
@@ -272,11 +299,13 @@ def load(entry: ModelEntry, path: Path, *, device: str, dtype: torch.dtype) -> L
         path / "vision_tower", options.get("image_backend", "pil")
     )
     vision_config = vision_config_from_folder(path / "vision_tower")
-    aspect = options.get("image_aspect") or parts["image_aspect_ratio"]
+    aspect = parts["image_aspect_ratio"]
     common = {
-        "template": entry.template or "vicuna_v1",
-        "image_aspect": aspect if aspect in {"pad", "resize"} else None,
-        "num_frames": options.get("num_frames", DEFAULT_FRAMES),
+        "template": str(profile.template.settings["template"]),
+        "image_aspect": options.get("image_aspect"),
+        "checkpoint_aspect": aspect,
+        "profile": profile,
+        "num_frames": options.get("num_frames", profile_frames(profile)),
         "split_prompt": True,
         "fingerprint": fingerprint_folders([path]),
     }

@@ -334,7 +334,11 @@ class ResultsStore:
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.read_only = _is_read_only(conn)
+            # a file that cannot be written (chattr +i, mode bits) can still take writes into
+            # its -wal file, so the file itself is checked too
+            self.read_only = (
+                Path(self.path).exists() and not os.access(self.path, os.W_OK)
+            ) or _is_read_only(conn)
             if not self.read_only:
                 _enable_wal(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from harness.api.requests import Failure, Request  # noqa: E402
 from harness.errors import HarnessError  # noqa: E402
 from harness.media import sample_frames  # noqa: E402
 from harness.models import video_llava  # noqa: E402
-from harness.models.registry import ModelEntry, adapter_loader  # noqa: E402
+from harness.models.registry import REGISTRY, ModelEntry, adapter_loader  # noqa: E402
 from tests import tiny_video_models as tiny  # noqa: E402
 from tests.likelihood_checks import check_loglikelihood
 
@@ -74,7 +75,8 @@ def _assert_batch_invariant(adapter, requests):
 def vllava(tmp_path_factory):
     folder = tmp_path_factory.mktemp("video_llava")
     tiny.build_video_llava(folder)
-    entry = ModelEntry("tiny-vl", "video_llava", str(folder), "video_llava", "vicuna_v1", {})
+    # the registry's own entry (its eval profile) on the tiny weights
+    entry = replace(REGISTRY["video-llava-7b"], name="tiny-vl", source=str(folder))
     return adapter_loader("video_llava")(entry, folder, device="cpu", dtype=torch.float32)
 
 
@@ -146,9 +148,10 @@ def native():
 
 def _rlaif_entry(folder: Path, **options) -> ModelEntry:
     options.setdefault("num_frames", 4)
-    return ModelEntry(
-        "tiny-rlaif", "video_llava_original", str(folder), "video_llava", "vicuna_v1", options
-    )
+    base = REGISTRY["vlm-rlaif-7b"]
+    # the registry's entry without its hub tower (the tiny checkpoint names its own)
+    kept = {k: v for k, v in base.options.items() if k != "vision_tower"}
+    return replace(base, name="tiny-rlaif", source=str(folder), options={**kept, **options})
 
 
 @pytest.fixture(scope="module")

@@ -212,3 +212,44 @@ def test_not_a_vila_folder(tmp_path):
 
 def test_downsample_loglikelihood(downsample, images):
     check_loglikelihood(downsample, make_requests(images))
+
+
+def test_published_vila_single_folder_loads_as_llava(tmp_path, images):
+    """VILA-7b/13b (NVlabs/VILA@1c09a93) ship one LLaVA-layout folder, tower inside."""
+    from dataclasses import replace
+
+    from harness.models.registry import REGISTRY
+    from tests.tiny_models import save_original_llava
+
+    native, _ = build_llava(seed=7)
+    folder = save_original_llava(
+        native, tmp_path / "VILA-7b", tmp_path / "clip", tower_in_checkpoint=True
+    )
+    entry = replace(REGISTRY["vila-7b"], name="tiny-vila-7b", source=str(folder))
+    adapter = adapter_loader("vila")(entry, folder, device="cpu", dtype=torch.float32)
+    assert adapter.info["weights"] == "vila_single_folder"
+    assert adapter.info["vision_tower_in_checkpoint"] is True
+    assert adapter.profile.name == "vila" and adapter.template.name == "vicuna_v1"
+    assert adapter.image_aspect == "pad"  # the checkpoint's image_aspect_ratio
+    requests = make_requests(images)[:2]
+    batch = adapter.encode(requests, [adapter.load_visuals(r) for r in requests])
+    mask = batch["attention_mask"].bool()
+    with torch.no_grad():
+        ours = adapter.model(**batch).logits[mask][:, :N_TEXT]
+        theirs = native(**batch).logits[mask][:, :N_TEXT]
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_internvit_tower_is_refused_with_a_reason(tmp_path):
+    import json as _json
+
+    for part in ("llm", "vision_tower", "mm_projector"):
+        (tmp_path / part).mkdir()
+    (tmp_path / "mm_projector" / "config.json").write_text(
+        '{"mm_projector_type": "mlp_downsample"}'
+    )
+    (tmp_path / "vision_tower" / "config.json").write_text(
+        _json.dumps({"model_type": "intern_vit_6b"})
+    )
+    with pytest.raises(HarnessError, match="InternViT"):
+        load_vila(tmp_path)

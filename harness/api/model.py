@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from harness.api.profile import EvalProfile
 from harness.api.requests import LoglikelihoodOutput, LoglikelihoodRequest, Output, Request
 from harness.errors import HarnessError
 
@@ -24,7 +25,10 @@ class VisionLanguageModel(ABC):
     """Base class of every model adapter (``name`` and ``family`` are set by the subclass)."""
 
     name: str
-    family: str  # the key of a task's prompt_variants
+    family: str  # the key of a task's prompt_variants (the profile's prompt_family wins)
+    # how the model's authors evaluated it (template, preprocessing, generation ...); the
+    # evaluation loop takes per-task generation settings from it
+    profile: EvalProfile | None = None
 
     @abstractmethod
     def fingerprint(self) -> str:

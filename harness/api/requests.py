@@ -131,6 +131,14 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _stop(value: Any) -> list[str]:
+    """Stop strings: one text or a list of non-empty texts."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(s, str) and s for s in items):
+        raise ValueError("expected a text or a list of non-empty texts")
+    return list(items)
+
+
 # Every generation setting an adapter understands, with its check. A key outside this
 # table would be silently ignored by the adapters, so it is refused instead.
 GENERATION_KEYS: dict[str, Any] = {
@@ -140,6 +148,12 @@ GENERATION_KEYS: dict[str, Any] = {
     "top_p": _float_in(0.0, 1.0, low_open=True),
     "num_beams": _int_at_least(1),
     "do_sample": _bool,
+    # the seed of torch's generator before each sampled batch (sampling is reproducible for
+    # the same batches; greedy decoding ignores it)
+    "seed": _int_at_least(0),
+    # the output is cut before the first of these texts (and generation stops there), as
+    # the LLaVA code bases' KeywordsStoppingCriteria + endswith(stop_str) do
+    "stop": _stop,
 }
 
 

@@ -1,4 +1,4 @@
-"""The ``harness`` command line: run, tasks, score, runs, leaderboard, gate, export.
+"""The ``harness`` command line: run, tasks, models, prompts, score, runs, leaderboard, gate, export.
 
 One module per sub-command (``harness/cli/<command>.py``, each with ``register(sub)``
 adding its flags and the function that runs it), plus what they share:
@@ -21,6 +21,7 @@ from harness.cli import (
     gate,
     leaderboard,
     models,
+    prompts,
     quantize,
     run,
     runs,
@@ -34,7 +35,20 @@ from harness.console import error, say
 from harness.errors import EXIT_USAGE, HarnessError
 
 # in the order `harness --help` lists them
-COMMANDS = (tasks, models, train, quantize, toy_data, run, score, runs, leaderboard, gate, export)
+COMMANDS = (
+    tasks,
+    models,
+    prompts,
+    train,
+    quantize,
+    toy_data,
+    run,
+    score,
+    runs,
+    leaderboard,
+    gate,
+    export,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

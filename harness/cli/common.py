@@ -71,6 +71,40 @@ def probability(text: str) -> float:
     return value
 
 
+def add_gen_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--gen",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a generation setting of the model's eval profile and the task "
+        "(max_new_tokens, min_new_tokens, temperature, top_p, num_beams, do_sample, seed, "
+        "stop); e.g. --gen temperature=0 for greedy decoding where the authors sampled",
+    )
+
+
+def json_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def gen_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``--gen KEY=VALUE`` flags, checked against the generation settings adapters know."""
+    from harness.api.requests import check_gen_kwargs
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise HarnessError(f"--gen {item!r}: expected KEY=VALUE (e.g. --gen max_new_tokens=16)")
+        out[key.strip()] = json_value(value.strip())
+    try:
+        return check_gen_kwargs(out, "--gen")
+    except ValueError as exc:
+        raise HarnessError(str(exc)) from None
+
+
 def kv_list(values: Sequence[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in values or []:

@@ -4,7 +4,6 @@ and print the results."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -16,11 +15,13 @@ from rich.text import Text
 
 from harness.cli.common import (
     add_allow_missing,
+    add_gen_flag,
     add_judge_flags,
     db_path,
     emit_json,
     flat_scores,
     fmt,
+    gen_overrides,
     kv_list,
     make_judges,
     non_negative_int,
@@ -82,13 +83,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--data-file", action="append", metavar="TASK:ROLE=PATH", help="override one data file"
     )
-    p.add_argument(
-        "--gen",
-        action="append",
-        metavar="KEY=VALUE",
-        help="override a generation setting (max_new_tokens, min_new_tokens, temperature, "
-        "top_p, num_beams, do_sample)",
-    )
+    add_gen_flag(p)
     p.add_argument(
         "--bootstrap", type=non_negative_int, default=1000, help="bootstrap resamples (0: no CI)"
     )
@@ -100,29 +95,6 @@ def register(sub: Any) -> None:
     add_allow_missing(p)
     add_judge_flags(p)
     p.set_defaults(fn=cmd_run)
-
-
-def _json_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _gen_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``--gen KEY=VALUE`` flags, checked against the generation settings adapters know."""
-    from harness.api.requests import check_gen_kwargs
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise HarnessError(f"--gen {item!r}: expected KEY=VALUE (e.g. --gen max_new_tokens=16)")
-        out[key.strip()] = _json_value(value.strip())
-    try:
-        return check_gen_kwargs(out, "--gen")
-    except ValueError as exc:
-        raise HarnessError(str(exc)) from None
 
 
 def _results_table(result: Any, model: Any, precision: str) -> Table:
@@ -209,7 +181,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         data_files=data_files,
         batch_size=args.batch_size,
         limit=args.limit,
-        gen_overrides=_gen_overrides(args.gen),
+        gen_overrides=gen_overrides(args.gen),
         n_boot=args.bootstrap,
         model_path=str(args.model_path or ""),
         command=" ".join(["harness", *sys.argv[1:]]),

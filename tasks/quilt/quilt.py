@@ -41,18 +41,24 @@ CATEGORIES = ("conv", "detail")
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of the answer."
 
+# The review rule exactly as aldraus/quilt-llava@a7a9a4c llava/eval/quilt_gpt_eval.py defines it
+# (module-level ``pt``, a triple-quoted string: its hard line breaks and "\n" escapes are both
+# newlines; note the space before the second line break). tests/test_quilt.py pins it.
 RULE = (
-    "Please assess how well two AI assistants answered the user question shown above. The user "
-    "asked the question while looking at a pathology image. You cannot see the image; instead it "
-    "is described by the context above: a caption of the same image in which objects carry "
-    "bounding boxes (x1, y1, x2, y2), given as fractions from 0 to 1 for the top-left x, top-left "
-    "y, bottom-right x and bottom-right y.\n"
-    "Judge the helpfulness, relevance, accuracy and level of detail of each response, and give "
-    "each assistant one overall score from 1 to 10, where a higher score means a better response.\n"
-    "On the first line write only the two scores, first for Assistant 1 and then for Assistant 2, "
-    "separated by a space.\n"
-    "From the next line on, explain your evaluation in full. Stay impartial, and do not let the "
-    "order in which the responses were presented affect your judgement."
+    "We would like to request your feedback on the performance of two AI assistants in response to the user question\n"
+    "displayed above. The user asks the question on observing an image. For your reference, the visual content in \n"
+    "the image is represented with caption, describing the same image, which is embedded with bounding box coordinates\n"
+    "of each object in the scene, represented as (x1, y1, x2, y2) with floating numbers ranging from 0 to 1.\n"
+    "These values correspond to the top left x, top left y, bottom right x, and bottom right y.\n"
+    "\n"
+    "Please rate the helpfulness, relevance, accuracy, level of details of their responses.\n"
+    "Each assistant receives an overall score on a scale of 1 to 10, where a higher score indicates better overall\n"
+    "performance.\n"
+    "Please first output a single line containing only two values indicating the scores for Assistant 1\n"
+    "and 2, respectively. The two scores are separated by a space.\n"
+    "In the subsequent line, please provide a\n"
+    "comprehensive explanation of your evaluation, avoiding any potential bias and ensuring that the order in which the\n"
+    "responses were presented does not affect your judgment."
 )
 
 
