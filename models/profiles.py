@@ -107,6 +107,18 @@ def _llava15(name: str, aspect: str, org: str = LLAVA, extra_note: str = "") -> 
     )
 
 
+def _vcg_judge(source: str) -> Aspect:
+    """The Video-ChatGPT judge as its scripts call it: gpt-3.5-turbo, no temperature or
+    max_tokens passed (the API defaults)."""
+    return Aspect(
+        {"model": "gpt-3.5-turbo", "temperature": "API default", "max_tokens": "API default"},
+        source,
+        "differs",
+        "the harness judges at temperature 0 with max_tokens 128 so that cached "
+        "judgements are reproducible (tasks/vcg/vcg.py)",
+    )
+
+
 # -- the profiles -------------------------------------------------------------------------
 TOY_LLAVA = EvalProfile(
     name="toy-llava",
@@ -301,12 +313,8 @@ VIDEO_LLAVA_HF = EvalProfile(
         f"{VIDEO_LLAVA} run_inference_video_qa.py:get_model_output (strip, drop '</s>', strip)",
     ),
     judge={
-        "vcg": Aspect(
-            {"model": "gpt-3.5-turbo", "temperature": "API default", "max_tokens": "API default"},
-            f"{VIDEO_LLAVA} / {VCG} quantitative_evaluation/evaluate_benchmark_*.py:annotate",
-            "differs",
-            "the harness judges at temperature 0 with max_tokens 128 so that cached "
-            "judgements are reproducible (tasks/vcg/vcg.py)",
+        "vcg": _vcg_judge(
+            f"{VIDEO_LLAVA} / {VCG} quantitative_evaluation/evaluate_benchmark_*.py:annotate"
         )
     },
 )
@@ -356,13 +364,7 @@ VLM_RLAIF = EvalProfile(
         "harness cuts at '###' and skips special tokens",
     ),
     judge={
-        "vcg": Aspect(
-            {"model": "gpt-3.5-turbo", "temperature": "API default", "max_tokens": "API default"},
-            f"{RLAIF} Evaluation/videochatgpt/evaluate_benchmark_*.py (as {VCG})",
-            "differs",
-            "the harness judges at temperature 0 with max_tokens 128 so that cached "
-            "judgements are reproducible (tasks/vcg/vcg.py)",
-        )
+        "vcg": _vcg_judge(f"{RLAIF} Evaluation/videochatgpt/evaluate_benchmark_*.py (as {VCG})")
     },
 )
 

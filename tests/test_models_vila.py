@@ -195,13 +195,16 @@ def test_linear_projector_folder_gives_llava_logits(tmp_path, images):
         proj.linear_2.bias.zero_()
     folder = save_vila_from_llava(native, tmp_path / "vila", projector="linear")
     adapter = load_vila(folder, "llava_hf")
-    requests = make_requests(images)[:2]
+    assert_llava_logits(adapter, native, make_requests(images)[:2])
+
+
+def assert_llava_logits(adapter, native, requests) -> None:
     batch = adapter.encode(requests, [adapter.load_visuals(r) for r in requests])
     mask = batch["attention_mask"].bool()
     with torch.no_grad():
         ours = adapter.model(**batch).logits[mask][:, :N_TEXT]
         theirs = native(**batch).logits[mask][:, :N_TEXT]
-    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
 
 
 def test_not_a_vila_folder(tmp_path):
@@ -231,13 +234,7 @@ def test_published_vila_single_folder_loads_as_llava(tmp_path, images):
     assert adapter.info["vision_tower_in_checkpoint"] is True
     assert adapter.profile.name == "vila" and adapter.template.name == "vicuna_v1"
     assert adapter.image_aspect == "pad"  # the checkpoint's image_aspect_ratio
-    requests = make_requests(images)[:2]
-    batch = adapter.encode(requests, [adapter.load_visuals(r) for r in requests])
-    mask = batch["attention_mask"].bool()
-    with torch.no_grad():
-        ours = adapter.model(**batch).logits[mask][:, :N_TEXT]
-        theirs = native(**batch).logits[mask][:, :N_TEXT]
-    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert_llava_logits(adapter, native, make_requests(images)[:2])
 
 
 def test_internvit_tower_is_refused_with_a_reason(tmp_path):
