@@ -71,6 +71,19 @@ def probability(text: str) -> float:
     return value
 
 
+def parse_data_files(items: list[str] | None, tasks: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``--data-file TASK:ROLE=PATH`` flags -> task -> role -> path (TASK one of ``tasks``)."""
+    data_files: dict[str, dict[str, str]] = {}
+    for item in items or []:
+        task, sep, rest = item.partition(":")
+        if not sep or task not in tasks:
+            raise HarnessError(
+                f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of {list(tasks)}"
+            )
+        data_files.setdefault(task, {}).update(kv_list([rest], "--data-file"))
+    return data_files
+
+
 def add_gen_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--gen",

@@ -15,9 +15,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from harness.cli.common import add_gen_flag, emit_json, gen_overrides, kv_list, positive_int
+from harness.cli.common import (
+    add_gen_flag,
+    emit_json,
+    gen_overrides,
+    parse_data_files,
+    positive_int,
+)
 from harness.console import emit
-from harness.errors import HarnessError
 
 
 def register(sub: Any) -> None:
@@ -40,27 +45,19 @@ def register(sub: Any) -> None:
     p.set_defaults(fn=cmd_prompts)
 
 
-def _data_files(items: list[str] | None) -> dict[str, dict[str, str]]:
-    out: dict[str, dict[str, str]] = {}
-    for item in items or []:
-        task, sep, rest = item.partition(":")
-        if not sep:
-            raise HarnessError(f"--data-file {item!r}: expected TASK:ROLE=PATH")
-        out.setdefault(task, {}).update(kv_list([rest], "--data-file"))
-    return out
-
-
 def rendered_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     from harness.evaluator import EvalConfig, prepare
     from harness.models.prompting import media_summary, render_prompt
     from harness.models.registry import get_entry
+    from harness.registry import default_registry
 
     entry = get_entry(args.model)
     profile = entry.eval_profile
+    names = default_registry().expand(args.tasks)
     frames = args.num_frames or entry.options.get("num_frames")
     config = EvalConfig(
         data_root=args.data_root,
-        data_files=_data_files(args.data_file),
+        data_files=parse_data_files(args.data_file, names),
         limit=args.limit,
         gen_overrides=gen_overrides(args.gen),
         num_frames=args.num_frames,

@@ -22,10 +22,10 @@ from harness.cli.common import (
     flat_scores,
     fmt,
     gen_overrides,
-    kv_list,
     make_judges,
     non_negative_int,
     open_store,
+    parse_data_files,
     positive_int,
     report_incomplete,
 )
@@ -138,19 +138,6 @@ def _results_table(result: Any, model: Any, precision: str) -> Table:
     return table
 
 
-def _run_data_files(args: argparse.Namespace, names: list[str], calib: list[str]) -> dict:
-
-    data_files: dict[str, dict[str, str]] = {}
-    for item in args.data_file or []:
-        task, sep, rest = item.partition(":")
-        if not sep or task not in [*names, *calib]:
-            raise HarnessError(
-                f"--data-file {item!r}: expected TASK:ROLE=PATH with TASK one of {[*names, *calib]}"
-            )
-        data_files.setdefault(task, {}).update(kv_list([rest], "--data-file"))
-    return data_files
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.evaluator import EvalConfig, evaluate, prepare
     from harness.models.registry import get_entry
@@ -162,7 +149,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     names = registry.expand(args.tasks)
     tasks = [get_task(n) for n in names]
     calib_tasks = calib_task_names(args)
-    data_files = _run_data_files(args, names, calib_tasks)
+    data_files = parse_data_files(args.data_file, [*names, *calib_tasks])
     quant = normal_quant(args.quant)
     recipe = None
     if quant and quant not in PLAIN_PRECISIONS:
